@@ -1,0 +1,298 @@
+//! JSON decoding of inference, label and ack events (SPEC §1).
+//!
+//! Pure functions from bytes to typed events or a [`Reason`]. Checks that need the SLA
+//! configuration (is the model known, does the prediction fit its task) are the engine's.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::dead_letter::Reason;
+use crate::event::{Ack, AckAction, AckTarget, Inference, Label, Prediction, Status};
+use crate::time::{parse_rfc3339, Millis};
+
+/// A timestamp: RFC 3339 string or integer epoch milliseconds.
+struct Timestamp(Millis);
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an RFC 3339 string or integer epoch milliseconds")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Timestamp, E> {
+                parse_rfc3339(s)
+                    .map(Timestamp)
+                    .ok_or_else(|| E::custom(format!("`{s}` is not an RFC 3339 timestamp")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timestamp, E> {
+                Ok(Timestamp(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timestamp, E> {
+                i64::try_from(v)
+                    .map(Timestamp)
+                    .map_err(|_| E::custom(format!("{v} is out of range")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timestamp, E> {
+                Err(E::custom(format!("{v} is not an integer number of milliseconds")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A scalar rendered as a string: attribute values and class labels may be written as
+/// strings, integers or booleans.
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, integer or boolean")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text, E> {
+                Ok(Text(s.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct RawPrediction {
+    score: Option<f64>,
+    label: Option<Text>,
+    value: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct RawInference<'a> {
+    #[serde(borrow)]
+    request_id: Cow<'a, str>,
+    #[serde(borrow)]
+    model_id: Cow<'a, str>,
+    #[serde(borrow)]
+    model_version: Option<Cow<'a, str>>,
+    timestamp: Timestamp,
+    latency_ms: Option<f64>,
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+    prediction: Option<RawPrediction>,
+    attributes: Option<BTreeMap<String, Option<Text>>>,
+}
+
+#[derive(Deserialize)]
+struct RawLabel<'a> {
+    #[serde(borrow)]
+    request_id: Cow<'a, str>,
+    #[serde(borrow)]
+    model_id: Cow<'a, str>,
+    timestamp: Timestamp,
+    label: Option<Text>,
+    value: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct RawAck {
+    incident_id: Option<String>,
+    model_id: Option<String>,
+    objective: Option<String>,
+    segment: Option<BTreeMap<String, Text>>,
+    action: String,
+    by: Option<String>,
+    timestamp: Timestamp,
+}
+
+fn from_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Reason> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(classify)?;
+    de.end().map_err(|e| Reason::NotJson(e.to_string()))?;
+    Ok(value)
+}
+
+fn classify(e: serde_path_to_error::Error<serde_json::Error>) -> Reason {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            let msg = inner.to_string();
+            if let Some(rest) = msg.strip_prefix("missing field `") {
+                let name = rest.split('`').next().unwrap_or(rest);
+                let full = if path == "." { name.to_string() } else { format!("{path}.{name}") };
+                Reason::MissingField(full)
+            } else if path == "timestamp" {
+                Reason::BadTimestamp(msg)
+            } else if path == "." {
+                Reason::WrongType { field: "(event)".to_string(), detail: format!("expected a JSON object: {msg}") }
+            } else {
+                Reason::WrongType { field: path, detail: msg }
+            }
+        }
+        _ => Reason::NotJson(inner.to_string()),
+    }
+}
+
+fn non_empty(field: &str, s: Cow<'_, str>) -> Result<String, Reason> {
+    if s.trim().is_empty() {
+        Err(Reason::invalid(field, "must not be empty"))
+    } else {
+        Ok(s.into_owned())
+    }
+}
+
+/// Decodes one JSON inference event.
+pub fn inference(bytes: &[u8]) -> Result<Inference, Reason> {
+    let raw: RawInference = from_json(bytes)?;
+    let status = match raw.status.as_deref() {
+        None | Some("ok") => Status::Ok,
+        Some("error") => Status::Error,
+        Some("timeout") => Status::Timeout,
+        Some(other) => return Err(Reason::invalid("status", format!("`{other}` is not one of ok, error, timeout"))),
+    };
+    if let Some(l) = raw.latency_ms {
+        if !(l.is_finite() && l >= 0.0) {
+            return Err(Reason::invalid("latency_ms", format!("{l} is not a non-negative number of milliseconds")));
+        }
+    }
+    let prediction = raw.prediction.map(|p| Prediction {
+        score: p.score,
+        label: p.label.map(|t| t.0),
+        value: p.value,
+    });
+    if let Some(s) = prediction.as_ref().and_then(|p| p.score) {
+        if !(0.0..=1.0).contains(&s) {
+            return Err(Reason::invalid("prediction.score", format!("{s} is not a probability in 0..1")));
+        }
+    }
+    let attributes = raw
+        .attributes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v.0)))
+        .collect();
+    Ok(Inference {
+        request_id: non_empty("request_id", raw.request_id)?,
+        model_id: non_empty("model_id", raw.model_id)?,
+        model_version: raw.model_version.map(Cow::into_owned),
+        timestamp: raw.timestamp.0,
+        latency_ms: raw.latency_ms,
+        status,
+        prediction,
+        attributes,
+    })
+}
+
+/// Decodes one JSON label event.
+pub fn label(bytes: &[u8]) -> Result<Label, Reason> {
+    let raw: RawLabel = from_json(bytes)?;
+    if raw.label.is_none() && raw.value.is_none() {
+        return Err(Reason::MissingField("label".to_string()));
+    }
+    Ok(Label {
+        request_id: non_empty("request_id", raw.request_id)?,
+        model_id: non_empty("model_id", raw.model_id)?,
+        timestamp: raw.timestamp.0,
+        label: raw.label.map(|t| t.0),
+        value: raw.value,
+    })
+}
+
+/// Decodes one JSON ack event.
+pub fn ack(bytes: &[u8]) -> Result<Ack, Reason> {
+    let raw: RawAck = from_json(bytes)?;
+    let action = match raw.action.as_str() {
+        "acknowledge" | "ack" => AckAction::Acknowledge,
+        "resolve" => AckAction::Resolve,
+        other => return Err(Reason::invalid("action", format!("`{other}` is not acknowledge or resolve"))),
+    };
+    let target = match (raw.incident_id, raw.model_id, raw.objective) {
+        (Some(id), _, _) => AckTarget::Incident(non_empty("incident_id", Cow::Owned(id))?),
+        (None, Some(model_id), Some(objective)) => AckTarget::Objective {
+            model_id,
+            objective,
+            segment: raw
+                .segment
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect(),
+        },
+        (None, None, _) => return Err(Reason::MissingField("incident_id".to_string())),
+        (None, Some(_), None) => return Err(Reason::MissingField("objective".to_string())),
+    };
+    Ok(Ack {
+        target,
+        action,
+        by: raw.by,
+        timestamp: raw.timestamp.0,
+        origin: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_spec_example() {
+        let line = br#"{"request_id": "r-1", "model_id": "fraud", "model_version": "2.3.0",
+ "timestamp": "2026-11-01T12:00:00.123Z", "latency_ms": 12.5, "status": "ok",
+ "prediction": {"score": 0.93, "label": "1"},
+ "features": {"amount": 120.5, "country": "DE", "age": null},
+ "attributes": {"region": "eu-west"}}"#;
+        let e = inference(line).expect("valid");
+        assert_eq!(e.request_id, "r-1");
+        assert_eq!(e.timestamp, 1_793_534_400_123);
+        assert_eq!(e.attributes, vec![("region".to_string(), "eu-west".to_string())]);
+        let p = e.prediction.expect("prediction");
+        assert_eq!((p.score, p.label.as_deref()), (Some(0.93), Some("1")));
+    }
+
+    #[test]
+    fn each_bad_input_has_its_reason() {
+        let cases: [(&[u8], &str); 8] = [
+            (b"{not json", "not_json"),
+            (br#"{"model_id":"m","timestamp":1}"#, "missing_field"),
+            (br#"{"request_id":"r","model_id":"m","timestamp":"yesterday"}"#, "bad_timestamp"),
+            (br#"{"request_id":"r","model_id":"m","timestamp":1,"latency_ms":"fast"}"#, "wrong_type"),
+            (br#"{"request_id":"r","model_id":"m","timestamp":1,"status":"maybe"}"#, "invalid_value"),
+            (br#"{"request_id":"","model_id":"m","timestamp":1}"#, "invalid_value"),
+            (br#"[1,2]"#, "wrong_type"),
+            (br#"{"request_id":"r","model_id":"m","timestamp":1} trailing"#, "not_json"),
+        ];
+        for (bytes, code) in cases {
+            let got = inference(bytes).expect_err("must be rejected");
+            assert_eq!(got.code(), code, "{}: {got}", String::from_utf8_lossy(bytes));
+        }
+        let e = inference(br#"{"request_id":"r","model_id":"m","timestamp":1,"latency_ms":"fast"}"#).expect_err("bad");
+        assert!(e.to_string().contains("latency_ms"), "{e}");
+    }
+
+    #[test]
+    fn labels_and_acks() {
+        let l = label(br#"{"request_id":"r","model_id":"m","timestamp":1700000000000,"label":1}"#).expect("valid");
+        assert_eq!(l.label.as_deref(), Some("1"));
+        assert_eq!(label(br#"{"request_id":"r","model_id":"m","timestamp":1}"#).expect_err("no label").code(), "missing_field");
+        let a = ack(br#"{"model_id":"fraud","objective":"auc","segment":{"region":"eu"},"action":"acknowledge","timestamp":"2026-11-01T12:00:00Z"}"#).expect("valid");
+        assert!(matches!(a.target, AckTarget::Objective { .. }));
+        assert_eq!(ack(br#"{"action":"resolve","timestamp":1}"#).expect_err("no target").code(), "missing_field");
+        assert_eq!(ack(br#"{"incident_id":"x","action":"snooze","timestamp":1}"#).expect_err("bad action").code(), "invalid_value");
+    }
+}

@@ -1,0 +1,755 @@
+//! The engine: slaguard's pure, deterministic core.
+//!
+//! Inputs are typed events tagged with their source, acks, and source lifecycle (ended,
+//! idle); outputs are metric snapshots, breach events and dead letters, polled in order.
+//! The engine owns the join, the watermark, the sliding windows and the breach trackers.
+//! It never reads a clock, performs I/O or spawns: time is the event time carried by the
+//! inputs, and every timer (label TTLs, evaluation instants, deferred acks) fires as the
+//! watermark passes it.
+//!
+//! Order of work as the watermark advances to W: for each due instant T (T ≤ W) in
+//! order, first expire predictions whose TTL ended before T, then apply acks timed before
+//! T, then evaluate T; finally expire and apply what is due before W.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::breach::{assess, incident_id, BreachTracker, Transition};
+use crate::config::{ModelSla, SlaConfig};
+use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
+use crate::event::{Ack, AckAction, AckTarget, Inference, Label, Status};
+use crate::join::{JoinState, Joined, Match, Unlabeled};
+use crate::metric::Task;
+use crate::output::{BreachEvent, BreachKind, MetricSnapshot, Output, Segment};
+use crate::series::{Fact, RecordStats, SegmentKey, Series};
+use crate::time::{format_duration, format_rfc3339, Millis};
+use crate::watermark::{SourceId, Watermark};
+
+/// Interned value ids reserved in every dimension.
+const OTHER: u32 = 0;
+const MISSING: u32 = 1;
+/// Distinct classes kept per multiclass model; further classes count as `__other__`.
+const MAX_CLASSES: usize = 10_000;
+
+/// Strings ↔ small ids, bounded: past `limit` new values map to `__other__`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Interner {
+    values: Vec<String>,
+    #[serde(skip)]
+    ids: HashMap<String, u32>,
+}
+
+impl Interner {
+    fn new() -> Interner {
+        let mut i = Interner { values: Vec::new(), ids: HashMap::new() };
+        i.intern("__other__", usize::MAX);
+        i.intern("__missing__", usize::MAX);
+        i
+    }
+
+    fn intern(&mut self, v: &str, limit: usize) -> u32 {
+        if let Some(&id) = self.ids.get(v) {
+            return id;
+        }
+        if self.values.len() >= limit.saturating_add(2) {
+            return OTHER;
+        }
+        let id = self.values.len() as u32;
+        self.values.push(v.to_string());
+        self.ids.insert(v.to_string(), id);
+        id
+    }
+
+    fn lookup(&self, v: &str) -> Option<u32> {
+        self.ids.get(v).copied()
+    }
+
+    fn name(&self, id: u32) -> &str {
+        self.values.get(id as usize).map_or("__other__", String::as_str)
+    }
+}
+
+/// What a waiting prediction keeps: its verdict and its segment values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pred {
+    kind: PredKind,
+    /// Interned values of the model's dimensions.
+    dims: Box<[u32]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+enum PredKind {
+    Binary { predicted: bool, score: Option<f64> },
+    Class(u32),
+    Value(f64),
+}
+
+/// What a waiting label keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Truth {
+    Binary(bool),
+    Class(u32),
+    Value(f64),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ObjectiveState {
+    series: usize,
+    trackers: BTreeMap<SegmentKey, BreachTracker>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ModelState {
+    /// Union of the objectives' segment dimensions.
+    dims: Vec<String>,
+    values: Vec<Interner>,
+    classes: Interner,
+    series: Vec<Series>,
+    objectives: Vec<ObjectiveState>,
+    latest_version: Option<(Millis, String)>,
+    started: bool,
+}
+
+impl ModelState {
+    fn new(m: &ModelSla, every: Millis) -> ModelState {
+        let dims = m.dimensions();
+        let mut series: Vec<Series> = Vec::new();
+        let mut objectives = Vec::new();
+        for o in &m.objectives {
+            let idx: Vec<usize> = o
+                .segment_by
+                .iter()
+                .filter_map(|d| dims.iter().position(|x| x == d))
+                .collect();
+            let s = match series
+                .iter()
+                .position(|s| s.family == o.family && s.window_ms == o.window && s.dims == idx)
+            {
+                Some(s) => s,
+                None => {
+                    series.push(Series::new(o.family, o.window, every, o.threshold_ms.unwrap_or(0.0), idx));
+                    series.len() - 1
+                }
+            };
+            objectives.push(ObjectiveState { series: s, trackers: BTreeMap::new() });
+        }
+        ModelState {
+            values: dims.iter().map(|_| Interner::new()).collect(),
+            dims,
+            classes: Interner::new(),
+            series,
+            objectives,
+            latest_version: None,
+            started: false,
+        }
+    }
+
+    fn segment(&self, series: &Series, key: &[u32]) -> Segment {
+        Segment(
+            series
+                .dims
+                .iter()
+                .zip(key)
+                .map(|(&d, &v)| (self.dims[d].clone(), self.values[d].name(v).to_string()))
+                .collect(),
+        )
+    }
+}
+
+/// Cumulative counters of the engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    pub inferences: u64,
+    pub labels: u64,
+    pub acks: u64,
+    /// Events the engine rejected (each also became a dead letter).
+    pub rejected: u64,
+    /// Inferences and labels whose event time was behind the watermark on arrival.
+    pub late_inferences: u64,
+    pub late_labels: u64,
+    /// Facts that fell before every window still to be evaluated.
+    pub too_late: u64,
+    /// Segment values folded into `__other__` because `max_segments` was reached.
+    pub segment_overflow: u64,
+    pub instants: u64,
+    pub snapshots: u64,
+    pub incidents_opened: u64,
+    pub incidents_resolved: u64,
+    pub acks_repeated: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    watermark: Watermark,
+    join: JoinState<Pred, Truth>,
+    models: Vec<ModelState>,
+    /// Acks waiting for the watermark to pass their time.
+    acks: BTreeMap<(Millis, u64), AckEntry>,
+    ack_seq: u64,
+    /// Interval index n of the next instant T = n·evaluate_every.
+    next_instant: Option<i64>,
+    /// Open incident id → (model, objective, segment).
+    open: BTreeMap<String, (usize, usize, SegmentKey)>,
+    stats: EngineStats,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AckEntry {
+    target: AckTargetState,
+    resolve: bool,
+    by: Option<String>,
+    time: Millis,
+    origin_input: Option<(String, u64)>,
+    raw: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum AckTargetState {
+    Incident(String),
+    Objective { model: usize, objective: usize, segment: BTreeMap<String, String> },
+}
+
+/// The engine. See the module docs.
+pub struct Engine {
+    config: Arc<SlaConfig>,
+    every: Millis,
+    state: State,
+    outputs: VecDeque<Output>,
+}
+
+impl Engine {
+    pub fn new(config: Arc<SlaConfig>) -> Engine {
+        let every = config.defaults.evaluate_every.max(1);
+        let state = State {
+            watermark: Watermark::new(config.defaults.allowed_lateness),
+            join: JoinState::new(config.models.len(), config.defaults.max_pending),
+            models: config.models.iter().map(|m| ModelState::new(m, every)).collect(),
+            acks: BTreeMap::new(),
+            ack_seq: 0,
+            next_instant: None,
+            open: BTreeMap::new(),
+            stats: EngineStats::default(),
+        };
+        Engine { config, every, state, outputs: VecDeque::new() }
+    }
+
+    pub fn config(&self) -> &SlaConfig {
+        &self.config
+    }
+
+    /// Registers an input source (a file or a partition) that holds the watermark.
+    pub fn add_source(&mut self) -> SourceId {
+        self.state.watermark.add_source()
+    }
+
+    /// The source has no more events: it stops holding the watermark back.
+    pub fn end_source(&mut self, source: SourceId) {
+        self.state.watermark.end(source);
+        self.advance();
+    }
+
+    /// The shell's judgement (processing time) that a source is idle or active again.
+    pub fn set_source_idle(&mut self, source: SourceId, idle: bool) {
+        self.state.watermark.set_idle(source, idle);
+        self.advance();
+    }
+
+    pub fn watermark(&self) -> Option<Millis> {
+        self.state.watermark.current()
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.state.stats
+    }
+
+    pub fn join_stats(&self) -> &crate::join::JoinStats {
+        &self.state.join.stats
+    }
+
+    /// Predictions still waiting for their label.
+    pub fn pending_predictions(&self) -> usize {
+        self.state.join.pending_predictions()
+    }
+
+    /// The next output, in emission order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    fn model_index(&self, model_id: &str) -> Result<usize, Reason> {
+        self.config
+            .model(model_id)
+            .map(|(i, _)| i)
+            .ok_or_else(|| Reason::UnknownModel(model_id.to_string()))
+    }
+
+    fn check_time(&self, time: Millis) -> Result<(), Reason> {
+        let limit = self.config.defaults.max_time_jump;
+        match self.state.watermark.max_seen() {
+            Some(latest) if time > latest.saturating_add(limit) => Err(Reason::TimeJump {
+                time: format_rfc3339(time),
+                ahead: format_duration(time - latest),
+                latest: format_rfc3339(latest),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn start(&mut self, model: usize, time: Millis) {
+        if self.state.next_instant.is_none() {
+            self.state.next_instant = Some(time.div_euclid(self.every) + 1);
+        }
+        if let Some(m) = self.state.models.get_mut(model) {
+            m.started = true;
+        }
+    }
+
+    /// One inference event from `source`. An `Err` is a rejection: the shell dead-letters it.
+    pub fn handle_inference(&mut self, source: SourceId, ev: &Inference) -> Result<(), Reason> {
+        let result = self.inference(source, ev);
+        if result.is_err() {
+            self.state.stats.rejected += 1;
+        }
+        result
+    }
+
+    fn inference(&mut self, source: SourceId, ev: &Inference) -> Result<(), Reason> {
+        let mi = self.model_index(&ev.model_id)?;
+        let model = &self.config.models[mi];
+        self.check_time(ev.timestamp)?;
+        let ok = ev.status == Status::Ok;
+        let max_segments = self.config.defaults.max_segments;
+        let state = &mut self.state;
+        let ms = &mut state.models[mi];
+        let kind = if ok {
+            let p = ev
+                .prediction
+                .as_ref()
+                .ok_or_else(|| Reason::MissingField("prediction".to_string()))?;
+            Some(match model.task {
+                Task::BinaryClassification => {
+                    let predicted = match (p.score, &p.label) {
+                        (Some(s), _) => s >= model.decision_threshold,
+                        (None, Some(l)) => *l == model.positive_label,
+                        (None, None) => return Err(Reason::MissingField("prediction.score".to_string())),
+                    };
+                    PredKind::Binary { predicted, score: p.score }
+                }
+                Task::MulticlassClassification => {
+                    let l = p.label.as_deref().ok_or_else(|| Reason::MissingField("prediction.label".to_string()))?;
+                    PredKind::Class(ms.classes.intern(l, MAX_CLASSES))
+                }
+                Task::Regression => {
+                    let v = p.value.ok_or_else(|| Reason::MissingField("prediction.value".to_string()))?;
+                    if !v.is_finite() {
+                        return Err(Reason::invalid("prediction.value", "must be a finite number"));
+                    }
+                    PredKind::Value(v)
+                }
+            })
+        } else {
+            None
+        };
+
+        state.stats.inferences += 1;
+        if state.watermark.current().is_some_and(|w| ev.timestamp < w) {
+            state.stats.late_inferences += 1;
+        }
+        let dims: Box<[u32]> = ms
+            .dims
+            .iter()
+            .zip(ms.values.iter_mut())
+            .map(|(d, interner)| {
+                let v = ev
+                    .attributes
+                    .iter()
+                    .find(|(k, _)| k == d)
+                    .map(|(_, v)| v.as_str())
+                    .or_else(|| (d == "model_version").then_some(ev.model_version.as_deref()).flatten());
+                match v {
+                    Some(v) => interner.intern(v, max_segments),
+                    None => MISSING,
+                }
+            })
+            .collect();
+        let joined = match kind {
+            Some(kind) => state.join.insert_prediction(
+                mi as u32,
+                &ev.request_id,
+                ev.timestamp,
+                model.label_ttl,
+                Pred { kind, dims: dims.clone() },
+            ),
+            None => state.join.insert_failed(mi as u32, &ev.request_id, ev.timestamp, model.label_ttl),
+        };
+        if joined == Joined::Duplicate {
+            // The first copy counted; this one only moves time.
+            state.watermark.observe(source, ev.timestamp);
+            self.start(mi, ev.timestamp);
+            self.advance();
+            return Ok(());
+        }
+        if let Some(v) = &ev.model_version {
+            if ms.latest_version.as_ref().is_none_or(|(t, _)| ev.timestamp >= *t) {
+                ms.latest_version = Some((ev.timestamp, v.clone()));
+            }
+        }
+        let fact = Fact::Inference { ok, latency_ms: ev.latency_ms };
+        self.record(mi, ev.timestamp, fact, &dims);
+        if let Joined::Matched(m) = joined {
+            self.record_match(mi, m);
+        }
+        self.state.watermark.observe(source, ev.timestamp);
+        self.start(mi, ev.timestamp);
+        self.advance();
+        Ok(())
+    }
+
+    /// One label event from `source`. An `Err` is a rejection: the shell dead-letters it.
+    pub fn handle_label(&mut self, source: SourceId, ev: &Label) -> Result<(), Reason> {
+        let result = self.label(source, ev);
+        if result.is_err() {
+            self.state.stats.rejected += 1;
+        }
+        result
+    }
+
+    fn label(&mut self, source: SourceId, ev: &Label) -> Result<(), Reason> {
+        let mi = self.model_index(&ev.model_id)?;
+        let model = &self.config.models[mi];
+        self.check_time(ev.timestamp)?;
+        let ms = &mut self.state.models[mi];
+        let truth = match model.task {
+            Task::BinaryClassification => {
+                let l = ev.label.as_deref().ok_or_else(|| Reason::MissingField("label".to_string()))?;
+                Truth::Binary(l == model.positive_label)
+            }
+            Task::MulticlassClassification => {
+                let l = ev.label.as_deref().ok_or_else(|| Reason::MissingField("label".to_string()))?;
+                Truth::Class(ms.classes.intern(l, MAX_CLASSES))
+            }
+            Task::Regression => {
+                let v = ev.value.ok_or_else(|| Reason::MissingField("value".to_string()))?;
+                if !v.is_finite() {
+                    return Err(Reason::invalid("value", "must be a finite number"));
+                }
+                Truth::Value(v)
+            }
+        };
+        self.state.stats.labels += 1;
+        if self.state.watermark.current().is_some_and(|w| ev.timestamp < w) {
+            self.state.stats.late_labels += 1;
+        }
+        let joined = self.state.join.insert_label(mi as u32, &ev.request_id, ev.timestamp, model.early_label_ttl, truth);
+        match joined {
+            Joined::Matched(m) => self.record_match(mi, m),
+            Joined::AfterTtl(u) => self.record_unlabeled(mi, u),
+            Joined::Pending | Joined::Duplicate | Joined::ForFailedRequest => {}
+        }
+        self.state.watermark.observe(source, ev.timestamp);
+        self.start(mi, ev.timestamp);
+        self.advance();
+        Ok(())
+    }
+
+    /// One acknowledgement. It takes effect when the watermark reaches its time, after the
+    /// instants up to then have been evaluated; one that matches no open incident then
+    /// becomes a dead letter.
+    pub fn handle_ack(&mut self, ack: Ack) -> Result<(), Reason> {
+        let target = match ack.target {
+            AckTarget::Incident(id) => AckTargetState::Incident(id),
+            AckTarget::Objective { model_id, objective, segment } => {
+                let model = match self.model_index(&model_id) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.state.stats.rejected += 1;
+                        return Err(e);
+                    }
+                };
+                let Some(oi) = self.config.models[model].objectives.iter().position(|o| o.name == objective) else {
+                    self.state.stats.rejected += 1;
+                    return Err(Reason::UnknownObjective { model_id, objective });
+                };
+                AckTargetState::Objective { model, objective: oi, segment }
+            }
+        };
+        self.state.stats.acks += 1;
+        let (origin_input, raw) = match ack.origin {
+            Some(Origin { position: Position::Line { file, line }, raw, .. }) => (Some((file, line)), raw),
+            Some(Origin { raw, .. }) => (None, raw),
+            None => (None, Vec::new()),
+        };
+        self.state.ack_seq += 1;
+        let entry = AckEntry {
+            target,
+            resolve: ack.action == AckAction::Resolve,
+            by: ack.by,
+            time: ack.timestamp,
+            origin_input,
+            raw,
+        };
+        self.state.acks.insert((ack.timestamp, self.state.ack_seq), entry);
+        self.advance();
+        Ok(())
+    }
+
+    /// Applies acks left waiting after the last instant. Call once every source has ended.
+    pub fn finish(&mut self) {
+        self.advance();
+        while let Some((_, a)) = self.state.acks.pop_first() {
+            self.apply_ack(a);
+        }
+    }
+
+    fn record(&mut self, mi: usize, time: Millis, fact: Fact, dims: &[u32]) {
+        let k = time.div_euclid(self.every);
+        let max_segments = self.config.defaults.max_segments;
+        let ms = &mut self.state.models[mi];
+        let mut stats = RecordStats::default();
+        let mut key = Vec::new();
+        for s in &mut ms.series {
+            if !s.uses(&fact) {
+                continue;
+            }
+            key.clear();
+            key.extend(s.dims.iter().map(|&d| dims.get(d).copied().unwrap_or(MISSING)));
+            if !key.is_empty() && !s.has_segment(&key) && s.segment_count() > max_segments {
+                key.iter_mut().for_each(|v| *v = OTHER);
+                self.state.stats.segment_overflow += 1;
+            }
+            s.record(k, fact, Some(&key), &mut stats);
+        }
+        self.state.stats.too_late += u64::from(stats.too_late);
+    }
+
+    fn record_match(&mut self, mi: usize, m: Match<Pred, Truth>) {
+        let time = m.prediction_time.max(m.label_time);
+        let delay_ms = m.label_time - m.prediction_time;
+        let fact = match (m.prediction.kind, m.label) {
+            (PredKind::Binary { predicted, score }, Truth::Binary(truth)) => Fact::Binary { truth, predicted, score, delay_ms },
+            (PredKind::Class(predicted), Truth::Class(truth)) => Fact::Multiclass { truth, predicted, delay_ms },
+            (PredKind::Value(predicted), Truth::Value(truth)) => Fact::Regression { truth, predicted, delay_ms },
+            // Payloads are built from the same model's task; nothing else can meet here.
+            _ => return,
+        };
+        self.record(mi, time, fact, &m.prediction.dims);
+    }
+
+    fn record_unlabeled(&mut self, mi: usize, u: Unlabeled<Pred>) {
+        self.record(mi, u.deadline, Fact::Unlabeled, &u.prediction.dims);
+    }
+
+    fn advance(&mut self) {
+        let Some(wm) = self.state.watermark.current() else { return };
+        loop {
+            let due = self
+                .state
+                .next_instant
+                .map(|n| n * self.every)
+                .filter(|t| *t <= wm);
+            let bound = due.unwrap_or(wm);
+            for e in self.state.join.expire_before(bound) {
+                self.record_unlabeled(e.model as usize, e.unlabeled);
+            }
+            while let Some(entry) = self.state.acks.first_entry() {
+                let t = entry.key().0;
+                let ready = match due {
+                    Some(instant) => t < instant,
+                    None => t <= wm,
+                };
+                if !ready {
+                    break;
+                }
+                let a = entry.remove();
+                self.apply_ack(a);
+            }
+            match (due, self.state.next_instant) {
+                (Some(_), Some(n)) => {
+                    self.evaluate(n);
+                    self.state.next_instant = Some(n + 1);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn evaluate(&mut self, n: i64) {
+        let at = n * self.every;
+        let event_time = format_rfc3339(at);
+        self.state.stats.instants += 1;
+        let config = Arc::clone(&self.config);
+        for (mi, model) in config.models.iter().enumerate() {
+            let ms = &mut self.state.models[mi];
+            if !ms.started {
+                continue;
+            }
+            for s in &mut ms.series {
+                s.advance_to(n);
+            }
+            for (oi, objective) in model.objectives.iter().enumerate() {
+                let os = &ms.objectives[oi];
+                let series = &ms.series[os.series];
+                let mut keys: BTreeSet<SegmentKey> = BTreeSet::new();
+                keys.insert(Box::new([]));
+                if !series.dims.is_empty() {
+                    keys.extend(series.keys().cloned());
+                }
+                keys.extend(os.trackers.keys().cloned());
+                for key in keys {
+                    let m = series.measure(&key, objective.metric);
+                    let state = assess(objective, m);
+                    let segment = ms.segment(series, &key);
+                    let tracker = ms.objectives[oi].trackers.entry(key.clone()).or_default();
+                    let transition = tracker.step(objective, state, m, at, || {
+                        incident_id(&model.model_id, &objective.name, &segment, at)
+                    });
+                    self.outputs.push_back(Output::Metric(MetricSnapshot {
+                        model_id: model.model_id.clone(),
+                        segment: segment.clone(),
+                        objective: objective.name.clone(),
+                        metric: objective.metric.name(),
+                        feature: None,
+                        window: objective.window_text.clone(),
+                        event_time: event_time.clone(),
+                        value: m.value,
+                        samples: m.samples,
+                        state,
+                        sla_version: config.sla_version.clone(),
+                    }));
+                    self.state.stats.snapshots += 1;
+                    let Some(transition) = transition else { continue };
+                    let (kind, incident) = match transition {
+                        Transition::Opened(i) => {
+                            self.state.stats.incidents_opened += 1;
+                            self.state.open.insert(i.id.clone(), (mi, oi, key.clone()));
+                            (BreachKind::Opened, i)
+                        }
+                        Transition::SeverityChanged { incident, .. } => (BreachKind::SeverityChanged, incident),
+                        Transition::Resolved(i) => {
+                            self.state.stats.incidents_resolved += 1;
+                            self.state.open.remove(&i.id);
+                            (BreachKind::Resolved, i)
+                        }
+                    };
+                    let event = breach_event(&config, mi, oi, ms, segment, &incident, kind, m, at, None);
+                    self.outputs.push_back(Output::Breach(event));
+                }
+                ms.objectives[oi].trackers.retain(|_, t| !t.is_idle());
+            }
+            for s in &mut ms.series {
+                s.drop_idle();
+            }
+        }
+    }
+
+    fn apply_ack(&mut self, a: AckEntry) {
+        let found = match &a.target {
+            AckTargetState::Incident(id) => self.state.open.get(id).cloned(),
+            AckTargetState::Objective { model, objective, segment } => {
+                let ms = &self.state.models[*model];
+                let series = &ms.series[ms.objectives[*objective].series];
+                let key: Option<SegmentKey> = if segment.len() != series.dims.len() {
+                    None
+                } else {
+                    series
+                        .dims
+                        .iter()
+                        .map(|&d| segment.get(&ms.dims[d]).and_then(|v| ms.values[d].lookup(v)))
+                        .collect()
+                };
+                key.filter(|k| {
+                    ms.objectives[*objective].trackers.get(k).is_some_and(|t| t.open.is_some())
+                })
+                .map(|k| (*model, *objective, k))
+            }
+        };
+        let Some((mi, oi, key)) = found else {
+            let what = match &a.target {
+                AckTargetState::Incident(id) => format!("incident {id} is not open"),
+                AckTargetState::Objective { model, objective, segment } => {
+                    let m = &self.config.models[*model];
+                    let seg: Vec<String> = segment.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!(
+                        "no incident open for model {} objective {} segment {{{}}}",
+                        m.model_id,
+                        m.objectives[*objective].name,
+                        seg.join(",")
+                    )
+                }
+            };
+            let position = match a.origin_input {
+                Some((file, line)) => Position::Line { file, line },
+                None => Position::Line { file: String::new(), line: 0 },
+            };
+            self.outputs.push_back(Output::DeadLetter(DeadLetter {
+                origin: Origin { input: InputKind::Acks, position, raw: a.raw },
+                reason: Reason::NoOpenIncident(what),
+            }));
+            return;
+        };
+        let config = Arc::clone(&self.config);
+        let ms = &mut self.state.models[mi];
+        let Some(tracker) = ms.objectives[oi].trackers.get_mut(&key) else { return };
+        let (kind, incident) = if a.resolve {
+            let Some(i) = tracker.resolve_by_hand() else { return };
+            self.state.open.remove(&i.id);
+            self.state.stats.incidents_resolved += 1;
+            (BreachKind::Resolved, i)
+        } else {
+            let Some(i) = tracker.open.as_mut() else { return };
+            if i.acknowledged_at.is_some() {
+                self.state.stats.acks_repeated += 1;
+                return;
+            }
+            i.acknowledged_at = Some(a.time);
+            (BreachKind::Acknowledged, i.clone())
+        };
+        let series = &ms.series[ms.objectives[oi].series];
+        let segment = ms.segment(series, &key);
+        let none = crate::summary::Measured { value: None, samples: 0 };
+        let event = breach_event(&config, mi, oi, ms, segment, &incident, kind, none, a.time, a.by);
+        self.outputs.push_back(Output::Breach(event));
+    }
+}
+
+/// Builds a breach event for an incident of objective `oi` of model `mi`.
+#[allow(clippy::too_many_arguments)]
+fn breach_event(
+    config: &SlaConfig,
+    mi: usize,
+    oi: usize,
+    ms: &ModelState,
+    segment: Segment,
+    incident: &crate::breach::OpenIncident,
+    kind: BreachKind,
+    m: crate::summary::Measured,
+    at: Millis,
+    by: Option<String>,
+) -> BreachEvent {
+    let model = &config.models[mi];
+    let objective = &model.objectives[oi];
+    BreachEvent {
+        incident_id: incident.id.clone(),
+        kind,
+        severity: incident.severity,
+        model_id: model.model_id.clone(),
+        model_version: ms.latest_version.as_ref().map(|(_, v)| v.clone()),
+        segment,
+        objective: objective.name.clone(),
+        metric: objective.metric.name(),
+        op: objective.op.symbol(),
+        target: objective.target,
+        warn_at: objective.warn_at,
+        observed: m.value,
+        window: objective.window_text.clone(),
+        samples: m.samples,
+        event_time: format_rfc3339(at),
+        sla_version: config.sla_version.clone(),
+        owner: model.owner.clone(),
+        runbook: model.runbook.clone(),
+        opened_at: format_rfc3339(incident.opened_at),
+        by,
+    }
+}

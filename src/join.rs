@@ -1,0 +1,345 @@
+//! The join of predictions with their delayed labels (SPEC §3), keyed by model and
+//! `request_id`.
+//!
+//! A prediction waits up to `label_ttl` (event time) for its label; a label that arrives
+//! first waits up to `early_label_ttl` for its prediction. After a join, or for a failed
+//! request, a small guard entry stays until the prediction's deadline so that duplicates
+//! are recognised and counted, never double-counted. Every entry lives in one expiry index
+//! ordered by deadline; the total is bounded by `max_pending`, and overflow evicts the
+//! entry nearest its deadline, counted by kind.
+//!
+//! Time only moves through [`JoinState::expire_before`], called by the engine as the
+//! watermark advances.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Millis;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Entry<P, L> {
+    /// A prediction waiting for its label.
+    Prediction { payload: P, time: Millis, deadline: Millis, seq: u64 },
+    /// A label waiting for its prediction.
+    Label { payload: L, time: Millis, deadline: Millis, seq: u64 },
+    /// A request already joined, or one that failed (no prediction): later copies are
+    /// duplicates.
+    Guard { failed: bool, deadline: Millis, seq: u64 },
+}
+
+impl<P, L> Entry<P, L> {
+    fn slot(&self) -> (Millis, u64) {
+        match self {
+            Entry::Prediction { deadline, seq, .. }
+            | Entry::Label { deadline, seq, .. }
+            | Entry::Guard { deadline, seq, .. } => (*deadline, *seq),
+        }
+    }
+}
+
+/// A prediction and its label, matched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match<P, L> {
+    pub prediction: P,
+    pub prediction_time: Millis,
+    pub label: L,
+    pub label_time: Millis,
+}
+
+/// A prediction whose label did not arrive within its TTL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unlabeled<P> {
+    pub prediction: P,
+    pub prediction_time: Millis,
+    /// When the TTL ran out: the event time of this outcome.
+    pub deadline: Millis,
+}
+
+/// What happened to an inserted prediction or label.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Joined<P, L> {
+    /// Waiting for its counterpart.
+    Pending,
+    /// Matched with its counterpart.
+    Matched(Match<P, L>),
+    /// Same request already seen: the first is kept.
+    Duplicate,
+    /// A label for a request whose inference failed (no prediction to score).
+    ForFailedRequest,
+    /// A label that arrived after its prediction's TTL: the prediction is unlabeled, and the
+    /// label now waits as an early label (it will expire unmatched).
+    AfterTtl(Unlabeled<P>),
+}
+
+/// Counters of the join, cumulative.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinStats {
+    pub matched: u64,
+    pub duplicate_predictions: u64,
+    pub duplicate_labels: u64,
+    pub unlabeled: u64,
+    pub unmatched_labels: u64,
+    pub labels_for_failed: u64,
+    pub evicted_predictions: u64,
+    pub evicted_labels: u64,
+    pub evicted_guards: u64,
+}
+
+/// Expired entries handed back by [`JoinState::expire_before`].
+#[derive(Debug)]
+pub struct Expired<P> {
+    pub model: u32,
+    pub unlabeled: Unlabeled<P>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinState<P, L> {
+    max_pending: usize,
+    /// Per model: request_id → entry.
+    entries: Vec<HashMap<Box<str>, Entry<P, L>>>,
+    /// (deadline, seq) → (model, request_id); derived from `entries`, rebuilt on restore.
+    #[serde(skip)]
+    index: BTreeMap<(Millis, u64), (u32, Box<str>)>,
+    next_seq: u64,
+    pub stats: JoinStats,
+}
+
+impl<P: Clone, L: Clone> JoinState<P, L> {
+    pub fn new(models: usize, max_pending: usize) -> Self {
+        JoinState {
+            max_pending: max_pending.max(1),
+            entries: (0..models).map(|_| HashMap::new()).collect(),
+            index: BTreeMap::new(),
+            next_seq: 0,
+            stats: JoinStats::default(),
+        }
+    }
+
+    /// Rebuilds the expiry index after deserialization.
+    pub fn rebuild_index(&mut self) {
+        self.index.clear();
+        for (m, map) in self.entries.iter().enumerate() {
+            for (k, e) in map {
+                self.index.insert(e.slot(), (m as u32, k.clone()));
+            }
+        }
+    }
+
+    /// Entries held: waiting predictions and labels, and duplicate guards.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Predictions waiting for a label.
+    pub fn pending_predictions(&self) -> usize {
+        self.entries
+            .iter()
+            .flat_map(|m| m.values())
+            .filter(|e| matches!(e, Entry::Prediction { .. }))
+            .count()
+    }
+
+    /// The earliest deadline held, when something waits.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.index.keys().next().map(|(d, _)| *d)
+    }
+
+    fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn put(&mut self, model: u32, key: &str, entry: Entry<P, L>) {
+        let slot = entry.slot();
+        let key: Box<str> = key.into();
+        self.index.insert(slot, (model, key.clone()));
+        if let Some(map) = self.entries.get_mut(model as usize) {
+            map.insert(key, entry);
+        }
+        self.enforce_bound();
+    }
+
+    fn enforce_bound(&mut self) {
+        while self.index.len() > self.max_pending {
+            let Some((_, (model, key))) = self.index.pop_first() else { break };
+            match self.entries.get_mut(model as usize).and_then(|m| m.remove(&key)) {
+                Some(Entry::Prediction { .. }) => self.stats.evicted_predictions += 1,
+                Some(Entry::Label { .. }) => self.stats.evicted_labels += 1,
+                Some(Entry::Guard { .. }) => self.stats.evicted_guards += 1,
+                None => {}
+            }
+        }
+    }
+
+    fn replace_with_guard(&mut self, model: u32, key: &str, failed: bool, deadline: Millis) {
+        if let Some(old) = self.entries.get_mut(model as usize).and_then(|m| m.remove(key)) {
+            self.index.remove(&old.slot());
+        }
+        let seq = self.seq();
+        self.put(model, key, Entry::Guard { failed, deadline, seq });
+    }
+
+    /// A prediction arrives. `ttl` is the model's `label_ttl`.
+    pub fn insert_prediction(&mut self, model: u32, key: &str, time: Millis, ttl: Millis, payload: P) -> Joined<P, L> {
+        let deadline = time.saturating_add(ttl);
+        let existing = self.entries.get(model as usize).and_then(|m| m.get(key)).cloned();
+        match existing {
+            None => {
+                let seq = self.seq();
+                self.put(model, key, Entry::Prediction { payload, time, deadline, seq });
+                Joined::Pending
+            }
+            Some(Entry::Label { payload: label, time: label_time, deadline: label_deadline, .. }) => {
+                if time <= label_deadline {
+                    self.replace_with_guard(model, key, false, deadline);
+                    self.stats.matched += 1;
+                    Joined::Matched(Match { prediction: payload, prediction_time: time, label, label_time })
+                } else {
+                    // The early label's wait is over: it is unmatched, the prediction waits anew.
+                    self.stats.unmatched_labels += 1;
+                    if let Some(old) = self.entries.get_mut(model as usize).and_then(|m| m.remove(key)) {
+                        self.index.remove(&old.slot());
+                    }
+                    let seq = self.seq();
+                    self.put(model, key, Entry::Prediction { payload, time, deadline, seq });
+                    Joined::Pending
+                }
+            }
+            Some(_) => {
+                self.stats.duplicate_predictions += 1;
+                Joined::Duplicate
+            }
+        }
+    }
+
+    /// An inference that failed (no prediction): guards against duplicates and explains a
+    /// label that may still arrive for it.
+    pub fn insert_failed(&mut self, model: u32, key: &str, time: Millis, ttl: Millis) -> Joined<P, L> {
+        let existing = self.entries.get(model as usize).and_then(|m| m.get(key)).cloned();
+        match existing {
+            None => {
+                self.replace_with_guard(model, key, true, time.saturating_add(ttl));
+                Joined::Pending
+            }
+            Some(Entry::Label { .. }) => {
+                self.stats.labels_for_failed += 1;
+                self.replace_with_guard(model, key, true, time.saturating_add(ttl));
+                Joined::ForFailedRequest
+            }
+            Some(_) => {
+                self.stats.duplicate_predictions += 1;
+                Joined::Duplicate
+            }
+        }
+    }
+
+    /// A label arrives. `early_ttl` is the model's `early_label_ttl`.
+    pub fn insert_label(&mut self, model: u32, key: &str, time: Millis, early_ttl: Millis, payload: L) -> Joined<P, L> {
+        let existing = self.entries.get(model as usize).and_then(|m| m.get(key)).cloned();
+        match existing {
+            Some(Entry::Prediction { payload: prediction, time: prediction_time, deadline, .. }) => {
+                if time <= deadline {
+                    self.replace_with_guard(model, key, false, deadline);
+                    self.stats.matched += 1;
+                    Joined::Matched(Match { prediction, prediction_time, label: payload, label_time: time })
+                } else {
+                    if let Some(old) = self.entries.get_mut(model as usize).and_then(|m| m.remove(key)) {
+                        self.index.remove(&old.slot());
+                    }
+                    self.stats.unlabeled += 1;
+                    let seq = self.seq();
+                    let label_deadline = time.saturating_add(early_ttl);
+                    self.put(model, key, Entry::Label { payload, time, deadline: label_deadline, seq });
+                    Joined::AfterTtl(Unlabeled { prediction, prediction_time, deadline })
+                }
+            }
+            None => {
+                let seq = self.seq();
+                let deadline = time.saturating_add(early_ttl);
+                self.put(model, key, Entry::Label { payload, time, deadline, seq });
+                Joined::Pending
+            }
+            Some(Entry::Guard { failed: true, .. }) => {
+                self.stats.labels_for_failed += 1;
+                Joined::ForFailedRequest
+            }
+            Some(Entry::Label { .. }) | Some(Entry::Guard { failed: false, .. }) => {
+                self.stats.duplicate_labels += 1;
+                Joined::Duplicate
+            }
+        }
+    }
+
+    /// Removes every entry whose deadline is before `time`, returning the predictions that
+    /// expired unlabeled in deadline order.
+    pub fn expire_before(&mut self, time: Millis) -> Vec<Expired<P>> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.index.first_entry() {
+            if entry.key().0 >= time {
+                break;
+            }
+            let (model, key) = entry.remove();
+            match self.entries.get_mut(model as usize).and_then(|m| m.remove(&key)) {
+                Some(Entry::Prediction { payload, time, deadline, .. }) => {
+                    self.stats.unlabeled += 1;
+                    out.push(Expired {
+                        model,
+                        unlabeled: Unlabeled { prediction: payload, prediction_time: time, deadline },
+                    });
+                }
+                Some(Entry::Label { .. }) => self.stats.unmatched_labels += 1,
+                Some(Entry::Guard { .. }) | None => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type J = JoinState<&'static str, &'static str>;
+
+    #[test]
+    fn label_after_prediction_and_before() {
+        let mut j = J::new(1, 100);
+        assert_eq!(j.insert_prediction(0, "a", 1_000, 10_000, "p"), Joined::Pending);
+        let m = j.insert_label(0, "a", 5_000, 1_000, "l");
+        assert!(matches!(m, Joined::Matched(Match { prediction: "p", label: "l", .. })));
+        assert_eq!(j.insert_label(0, "a", 6_000, 1_000, "l2"), Joined::Duplicate);
+        assert_eq!(j.insert_prediction(0, "a", 1_000, 10_000, "p2"), Joined::Duplicate);
+        // early label
+        assert_eq!(j.insert_label(0, "b", 2_000, 1_000, "l"), Joined::Pending);
+        assert!(matches!(j.insert_prediction(0, "b", 2_500, 10_000, "p"), Joined::Matched(_)));
+        assert_eq!(j.stats.matched, 2);
+        assert_eq!(j.stats.duplicate_labels, 1);
+        assert_eq!(j.stats.duplicate_predictions, 1);
+    }
+
+    #[test]
+    fn ttl_expiry_and_eviction() {
+        let mut j = J::new(2, 3);
+        j.insert_prediction(0, "a", 0, 100, "pa");
+        j.insert_prediction(1, "a", 10, 100, "pb"); // same id, other model: separate
+        j.insert_label(0, "x", 20, 50, "lx");
+        let expired = j.expire_before(101);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].unlabeled.deadline, 100);
+        assert_eq!(j.stats.unmatched_labels, 1, "x waited until 70");
+        j.insert_prediction(0, "c", 200, 100, "pc");
+        j.insert_prediction(0, "d", 201, 100, "pd");
+        j.insert_prediction(0, "e", 202, 100, "pe");
+        j.insert_prediction(0, "f", 203, 100, "pf");
+        assert_eq!(j.len(), 3);
+        assert_eq!(j.stats.evicted_predictions, 2, "pb and pc, nearest their deadlines");
+        // a label after its prediction's TTL but before the watermark expired it
+        let late = j.insert_label(0, "d", 400, 50, "ld");
+        assert!(matches!(late, Joined::AfterTtl(Unlabeled { deadline: 301, .. })));
+    }
+}

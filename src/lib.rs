@@ -1,0 +1,38 @@
+//! slaguard: service-level agreements for machine-learning models, enforced on the event
+//! stream.
+//!
+//! Module map — the pure core first, then the shells around it:
+//! - [`time`]: event time, durations, RFC 3339.
+//! - [`config`]: the SLA file (SPEC §2), parsed once into typed, validated values.
+//! - [`metric`]: metric names, tasks, ops, and which summary family computes what.
+//! - [`event`] and [`decode`]: typed input events and their JSON decoding.
+//! - [`dead_letter`]: rejected input with its position and reason.
+//! - [`join`]: predictions joined with delayed labels, TTLs, duplicates, bounded state.
+//! - [`watermark`]: event-time progress over input sources.
+//! - [`summary`]: mergeable per-interval summaries (counts, histograms, sums).
+//! - [`window`]: sliding windows as running merges of interval summaries.
+//! - [`series`]: per-model windows by family, window and segment.
+//! - [`breach`]: the incident state machine and incident ids.
+//! - [`output`]: metric snapshots and breach events.
+//! - [`engine`]: the deterministic core tying these together: events in, outputs out.
+//! - [`replay`]: the file replay shell.
+//! - [`scenario`]: a synthetic, scripted scenario generator for tests, demos and benchmarks.
+//! - [`check`]: the human summary printed by `slaguard check`.
+
+pub mod breach;
+pub mod check;
+pub mod config;
+pub mod dead_letter;
+pub mod decode;
+pub mod engine;
+pub mod event;
+pub mod join;
+pub mod metric;
+pub mod output;
+pub mod replay;
+pub mod scenario;
+pub mod series;
+pub mod summary;
+pub mod time;
+pub mod watermark;
+pub mod window;

@@ -1,0 +1,121 @@
+//! The output events of SPEC §5: metric snapshots and breach events, as the engine emits
+//! them and as every shell serializes them (JSON field order is the struct order).
+
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use crate::dead_letter::DeadLetter;
+
+/// A segment: dimension → value, in the objective's `segment_by` order; empty for the
+/// whole model.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Segment(pub Vec<(String, String)>);
+
+impl Serialize for Segment {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl Segment {
+    /// `region=eu-west,model_version=2` or `(all)`, for people.
+    pub fn describe(&self) -> String {
+        if self.0.is_empty() {
+            "(all)".to_string()
+        } else {
+            self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+        }
+    }
+}
+
+/// The evaluated state of an objective (per segment) at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Ok,
+    Warning,
+    Critical,
+    InsufficientData,
+}
+
+/// How bad an incident is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One objective's value for one segment at one evaluation instant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricSnapshot {
+    pub model_id: String,
+    pub segment: Segment,
+    pub objective: String,
+    pub metric: &'static str,
+    pub feature: Option<String>,
+    pub window: String,
+    pub event_time: String,
+    pub value: Option<f64>,
+    pub samples: u64,
+    pub state: State,
+    pub sla_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreachKind {
+    Opened,
+    SeverityChanged,
+    Resolved,
+    Acknowledged,
+}
+
+/// A change in an incident's life.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreachEvent {
+    pub incident_id: String,
+    pub kind: BreachKind,
+    pub severity: Severity,
+    pub model_id: String,
+    pub model_version: Option<String>,
+    pub segment: Segment,
+    pub objective: String,
+    pub metric: &'static str,
+    pub op: &'static str,
+    pub target: f64,
+    pub warn_at: Option<f64>,
+    pub observed: Option<f64>,
+    pub window: String,
+    pub samples: u64,
+    pub event_time: String,
+    pub sla_version: String,
+    pub owner: Option<String>,
+    pub runbook: Option<String>,
+    /// When the incident opened.
+    pub opened_at: String,
+    /// Who acknowledged or resolved it, for events caused by an ack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// Everything the engine emits, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Metric(MetricSnapshot),
+    Breach(BreachEvent),
+    DeadLetter(DeadLetter),
+}
