@@ -28,7 +28,10 @@ pub struct OpenIncident {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
     Opened(OpenIncident),
-    SeverityChanged { from: Severity, incident: OpenIncident },
+    SeverityChanged {
+        from: Severity,
+        incident: OpenIncident,
+    },
     Resolved(OpenIncident),
 }
 
@@ -57,7 +60,12 @@ pub fn assess(objective: &Objective, m: Measured) -> State {
 }
 
 /// A content-derived incident id: the same incident gets the same id on every replay.
-pub fn incident_id(model_id: &str, objective: &str, segment: &Segment, opened_at: Millis) -> String {
+pub fn incident_id(
+    model_id: &str,
+    objective: &str,
+    segment: &Segment,
+    opened_at: Millis,
+) -> String {
     let mut h = Sha256::new();
     for part in [model_id, objective] {
         h.update(part.as_bytes());
@@ -76,7 +84,14 @@ pub fn incident_id(model_id: &str, objective: &str, segment: &Segment, opened_at
 
 impl BreachTracker {
     /// Feeds one evaluation; `new_id` names an incident if one opens now.
-    pub fn step(&mut self, objective: &Objective, state: State, m: Measured, at: Millis, new_id: impl FnOnce() -> String) -> Option<Transition> {
+    pub fn step(
+        &mut self,
+        objective: &Objective,
+        state: State,
+        m: Measured,
+        at: Millis,
+        new_id: impl FnOnce() -> String,
+    ) -> Option<Transition> {
         let severity = match state {
             State::Critical => Some(Severity::Critical),
             State::Warning => Some(Severity::Warning),
@@ -94,7 +109,12 @@ impl BreachTracker {
                     if self.breaching_run >= objective.for_count {
                         self.breaching_run = 0;
                         self.healthy_run = 0;
-                        let incident = OpenIncident { id: new_id(), opened_at: at, severity: sev, acknowledged_at: None };
+                        let incident = OpenIncident {
+                            id: new_id(),
+                            opened_at: at,
+                            severity: sev,
+                            acknowledged_at: None,
+                        };
                         self.open = Some(incident.clone());
                         return Some(Transition::Opened(incident));
                     }
@@ -125,7 +145,10 @@ impl BreachTracker {
                     Some(sev) if sev != incident.severity => {
                         let from = incident.severity;
                         incident.severity = sev;
-                        Some(Transition::SeverityChanged { from, incident: incident.clone() })
+                        Some(Transition::SeverityChanged {
+                            from,
+                            incident: incident.clone(),
+                        })
                     }
                     _ => None,
                 }

@@ -29,8 +29,15 @@ impl InputKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Position {
-    Line { file: String, line: u64 },
-    Offset { topic: String, partition: i32, offset: i64 },
+    Line {
+        file: String,
+        line: u64,
+    },
+    Offset {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
 }
 
 /// A message as it arrived: enough to write it to a dead-letter output unchanged.
@@ -62,7 +69,11 @@ pub enum Reason {
     #[error("acknowledgement names unknown objective `{objective}` of model `{model_id}`")]
     UnknownObjective { model_id: String, objective: String },
     #[error("timestamp {time} is {ahead} ahead of the latest event time seen ({latest}); raise defaults.max_time_jump if such gaps are real")]
-    TimeJump { time: String, ahead: String, latest: String },
+    TimeJump {
+        time: String,
+        ahead: String,
+        latest: String,
+    },
 }
 
 impl Reason {

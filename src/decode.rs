@@ -39,7 +39,9 @@ impl<'de> Deserialize<'de> for Timestamp {
                     .map_err(|_| E::custom(format!("{v} is out of range")))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timestamp, E> {
-                Err(E::custom(format!("{v} is not an integer number of milliseconds")))
+                Err(E::custom(format!(
+                    "{v} is not an integer number of milliseconds"
+                )))
             }
         }
         d.deserialize_any(V)
@@ -135,14 +137,24 @@ fn classify(e: serde_path_to_error::Error<serde_json::Error>) -> Reason {
             let msg = inner.to_string();
             if let Some(rest) = msg.strip_prefix("missing field `") {
                 let name = rest.split('`').next().unwrap_or(rest);
-                let full = if path == "." { name.to_string() } else { format!("{path}.{name}") };
+                let full = if path == "." {
+                    name.to_string()
+                } else {
+                    format!("{path}.{name}")
+                };
                 Reason::MissingField(full)
             } else if path == "timestamp" {
                 Reason::BadTimestamp(msg)
             } else if path == "." {
-                Reason::WrongType { field: "(event)".to_string(), detail: format!("expected a JSON object: {msg}") }
+                Reason::WrongType {
+                    field: "(event)".to_string(),
+                    detail: format!("expected a JSON object: {msg}"),
+                }
             } else {
-                Reason::WrongType { field: path, detail: msg }
+                Reason::WrongType {
+                    field: path,
+                    detail: msg,
+                }
             }
         }
         _ => Reason::NotJson(inner.to_string()),
@@ -164,11 +176,19 @@ pub fn inference(bytes: &[u8]) -> Result<Inference, Reason> {
         None | Some("ok") => Status::Ok,
         Some("error") => Status::Error,
         Some("timeout") => Status::Timeout,
-        Some(other) => return Err(Reason::invalid("status", format!("`{other}` is not one of ok, error, timeout"))),
+        Some(other) => {
+            return Err(Reason::invalid(
+                "status",
+                format!("`{other}` is not one of ok, error, timeout"),
+            ))
+        }
     };
     if let Some(l) = raw.latency_ms {
         if !(l.is_finite() && l >= 0.0) {
-            return Err(Reason::invalid("latency_ms", format!("{l} is not a non-negative number of milliseconds")));
+            return Err(Reason::invalid(
+                "latency_ms",
+                format!("{l} is not a non-negative number of milliseconds"),
+            ));
         }
     }
     let prediction = raw.prediction.map(|p| Prediction {
@@ -178,7 +198,10 @@ pub fn inference(bytes: &[u8]) -> Result<Inference, Reason> {
     });
     if let Some(s) = prediction.as_ref().and_then(|p| p.score) {
         if !(0.0..=1.0).contains(&s) {
-            return Err(Reason::invalid("prediction.score", format!("{s} is not a probability in 0..1")));
+            return Err(Reason::invalid(
+                "prediction.score",
+                format!("{s} is not a probability in 0..1"),
+            ));
         }
     }
     let attributes = raw
@@ -220,7 +243,12 @@ pub fn ack(bytes: &[u8]) -> Result<Ack, Reason> {
     let action = match raw.action.as_str() {
         "acknowledge" | "ack" => AckAction::Acknowledge,
         "resolve" => AckAction::Resolve,
-        other => return Err(Reason::invalid("action", format!("`{other}` is not acknowledge or resolve"))),
+        other => {
+            return Err(Reason::invalid(
+                "action",
+                format!("`{other}` is not acknowledge or resolve"),
+            ))
+        }
     };
     let target = match (raw.incident_id, raw.model_id, raw.objective) {
         (Some(id), _, _) => AckTarget::Incident(non_empty("incident_id", Cow::Owned(id))?),
@@ -260,7 +288,10 @@ mod tests {
         let e = inference(line).expect("valid");
         assert_eq!(e.request_id, "r-1");
         assert_eq!(e.timestamp, 1_793_534_400_123);
-        assert_eq!(e.attributes, vec![("region".to_string(), "eu-west".to_string())]);
+        assert_eq!(
+            e.attributes,
+            vec![("region".to_string(), "eu-west".to_string())]
+        );
         let p = e.prediction.expect("prediction");
         assert_eq!((p.score, p.label.as_deref()), (Some(0.93), Some("1")));
     }
@@ -270,29 +301,67 @@ mod tests {
         let cases: [(&[u8], &str); 8] = [
             (b"{not json", "not_json"),
             (br#"{"model_id":"m","timestamp":1}"#, "missing_field"),
-            (br#"{"request_id":"r","model_id":"m","timestamp":"yesterday"}"#, "bad_timestamp"),
-            (br#"{"request_id":"r","model_id":"m","timestamp":1,"latency_ms":"fast"}"#, "wrong_type"),
-            (br#"{"request_id":"r","model_id":"m","timestamp":1,"status":"maybe"}"#, "invalid_value"),
-            (br#"{"request_id":"","model_id":"m","timestamp":1}"#, "invalid_value"),
+            (
+                br#"{"request_id":"r","model_id":"m","timestamp":"yesterday"}"#,
+                "bad_timestamp",
+            ),
+            (
+                br#"{"request_id":"r","model_id":"m","timestamp":1,"latency_ms":"fast"}"#,
+                "wrong_type",
+            ),
+            (
+                br#"{"request_id":"r","model_id":"m","timestamp":1,"status":"maybe"}"#,
+                "invalid_value",
+            ),
+            (
+                br#"{"request_id":"","model_id":"m","timestamp":1}"#,
+                "invalid_value",
+            ),
             (br#"[1,2]"#, "wrong_type"),
-            (br#"{"request_id":"r","model_id":"m","timestamp":1} trailing"#, "not_json"),
+            (
+                br#"{"request_id":"r","model_id":"m","timestamp":1} trailing"#,
+                "not_json",
+            ),
         ];
         for (bytes, code) in cases {
             let got = inference(bytes).expect_err("must be rejected");
-            assert_eq!(got.code(), code, "{}: {got}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                got.code(),
+                code,
+                "{}: {got}",
+                String::from_utf8_lossy(bytes)
+            );
         }
-        let e = inference(br#"{"request_id":"r","model_id":"m","timestamp":1,"latency_ms":"fast"}"#).expect_err("bad");
+        let e =
+            inference(br#"{"request_id":"r","model_id":"m","timestamp":1,"latency_ms":"fast"}"#)
+                .expect_err("bad");
         assert!(e.to_string().contains("latency_ms"), "{e}");
     }
 
     #[test]
     fn labels_and_acks() {
-        let l = label(br#"{"request_id":"r","model_id":"m","timestamp":1700000000000,"label":1}"#).expect("valid");
+        let l = label(br#"{"request_id":"r","model_id":"m","timestamp":1700000000000,"label":1}"#)
+            .expect("valid");
         assert_eq!(l.label.as_deref(), Some("1"));
-        assert_eq!(label(br#"{"request_id":"r","model_id":"m","timestamp":1}"#).expect_err("no label").code(), "missing_field");
+        assert_eq!(
+            label(br#"{"request_id":"r","model_id":"m","timestamp":1}"#)
+                .expect_err("no label")
+                .code(),
+            "missing_field"
+        );
         let a = ack(br#"{"model_id":"fraud","objective":"auc","segment":{"region":"eu"},"action":"acknowledge","timestamp":"2026-11-01T12:00:00Z"}"#).expect("valid");
         assert!(matches!(a.target, AckTarget::Objective { .. }));
-        assert_eq!(ack(br#"{"action":"resolve","timestamp":1}"#).expect_err("no target").code(), "missing_field");
-        assert_eq!(ack(br#"{"incident_id":"x","action":"snooze","timestamp":1}"#).expect_err("bad action").code(), "invalid_value");
+        assert_eq!(
+            ack(br#"{"action":"resolve","timestamp":1}"#)
+                .expect_err("no target")
+                .code(),
+            "missing_field"
+        );
+        assert_eq!(
+            ack(br#"{"incident_id":"x","action":"snooze","timestamp":1}"#)
+                .expect_err("bad action")
+                .code(),
+            "invalid_value"
+        );
     }
 }

@@ -43,7 +43,10 @@ struct Interner {
 
 impl Interner {
     fn new() -> Interner {
-        let mut i = Interner { values: Vec::new(), ids: HashMap::new() };
+        let mut i = Interner {
+            values: Vec::new(),
+            ids: HashMap::new(),
+        };
         i.intern("__other__", usize::MAX);
         i.intern("__missing__", usize::MAX);
         i
@@ -67,7 +70,9 @@ impl Interner {
     }
 
     fn name(&self, id: u32) -> &str {
-        self.values.get(id as usize).map_or("__other__", String::as_str)
+        self.values
+            .get(id as usize)
+            .map_or("__other__", String::as_str)
     }
 }
 
@@ -129,11 +134,20 @@ impl ModelState {
             {
                 Some(s) => s,
                 None => {
-                    series.push(Series::new(o.family, o.window, every, o.threshold_ms.unwrap_or(0.0), idx));
+                    series.push(Series::new(
+                        o.family,
+                        o.window,
+                        every,
+                        o.threshold_ms.unwrap_or(0.0),
+                        idx,
+                    ));
                     series.len() - 1
                 }
             };
-            objectives.push(ObjectiveState { series: s, trackers: BTreeMap::new() });
+            objectives.push(ObjectiveState {
+                series: s,
+                trackers: BTreeMap::new(),
+            });
         }
         ModelState {
             values: dims.iter().map(|_| Interner::new()).collect(),
@@ -190,6 +204,8 @@ struct State {
     ack_seq: u64,
     /// Interval index n of the next instant T = n·evaluate_every.
     next_instant: Option<i64>,
+    /// Event time of the first event: windows reaching back before it are not yet covered.
+    first_time: Option<Millis>,
     /// Open incident id → (model, objective, segment).
     open: BTreeMap<String, (usize, usize, SegmentKey)>,
     stats: EngineStats,
@@ -208,7 +224,11 @@ struct AckEntry {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum AckTargetState {
     Incident(String),
-    Objective { model: usize, objective: usize, segment: BTreeMap<String, String> },
+    Objective {
+        model: usize,
+        objective: usize,
+        segment: BTreeMap<String, String>,
+    },
 }
 
 /// The engine. See the module docs.
@@ -225,14 +245,24 @@ impl Engine {
         let state = State {
             watermark: Watermark::new(config.defaults.allowed_lateness),
             join: JoinState::new(config.models.len(), config.defaults.max_pending),
-            models: config.models.iter().map(|m| ModelState::new(m, every)).collect(),
+            models: config
+                .models
+                .iter()
+                .map(|m| ModelState::new(m, every))
+                .collect(),
             acks: BTreeMap::new(),
             ack_seq: 0,
             next_instant: None,
+            first_time: None,
             open: BTreeMap::new(),
             stats: EngineStats::default(),
         };
-        Engine { config, every, state, outputs: VecDeque::new() }
+        Engine {
+            config,
+            every,
+            state,
+            outputs: VecDeque::new(),
+        }
     }
 
     pub fn config(&self) -> &SlaConfig {
@@ -300,6 +330,7 @@ impl Engine {
     fn start(&mut self, model: usize, time: Millis) {
         if self.state.next_instant.is_none() {
             self.state.next_instant = Some(time.div_euclid(self.every) + 1);
+            self.state.first_time = Some(time);
         }
         if let Some(m) = self.state.models.get_mut(model) {
             m.started = true;
@@ -333,18 +364,31 @@ impl Engine {
                     let predicted = match (p.score, &p.label) {
                         (Some(s), _) => s >= model.decision_threshold,
                         (None, Some(l)) => *l == model.positive_label,
-                        (None, None) => return Err(Reason::MissingField("prediction.score".to_string())),
+                        (None, None) => {
+                            return Err(Reason::MissingField("prediction.score".to_string()))
+                        }
                     };
-                    PredKind::Binary { predicted, score: p.score }
+                    PredKind::Binary {
+                        predicted,
+                        score: p.score,
+                    }
                 }
                 Task::MulticlassClassification => {
-                    let l = p.label.as_deref().ok_or_else(|| Reason::MissingField("prediction.label".to_string()))?;
+                    let l = p
+                        .label
+                        .as_deref()
+                        .ok_or_else(|| Reason::MissingField("prediction.label".to_string()))?;
                     PredKind::Class(ms.classes.intern(l, MAX_CLASSES))
                 }
                 Task::Regression => {
-                    let v = p.value.ok_or_else(|| Reason::MissingField("prediction.value".to_string()))?;
+                    let v = p
+                        .value
+                        .ok_or_else(|| Reason::MissingField("prediction.value".to_string()))?;
                     if !v.is_finite() {
-                        return Err(Reason::invalid("prediction.value", "must be a finite number"));
+                        return Err(Reason::invalid(
+                            "prediction.value",
+                            "must be a finite number",
+                        ));
                     }
                     PredKind::Value(v)
                 }
@@ -367,7 +411,11 @@ impl Engine {
                     .iter()
                     .find(|(k, _)| k == d)
                     .map(|(_, v)| v.as_str())
-                    .or_else(|| (d == "model_version").then_some(ev.model_version.as_deref()).flatten());
+                    .or_else(|| {
+                        (d == "model_version")
+                            .then_some(ev.model_version.as_deref())
+                            .flatten()
+                    });
                 match v {
                     Some(v) => interner.intern(v, max_segments),
                     None => MISSING,
@@ -380,9 +428,16 @@ impl Engine {
                 &ev.request_id,
                 ev.timestamp,
                 model.label_ttl,
-                Pred { kind, dims: dims.clone() },
+                Pred {
+                    kind,
+                    dims: dims.clone(),
+                },
             ),
-            None => state.join.insert_failed(mi as u32, &ev.request_id, ev.timestamp, model.label_ttl),
+            None => {
+                state
+                    .join
+                    .insert_failed(mi as u32, &ev.request_id, ev.timestamp, model.label_ttl)
+            }
         };
         if joined == Joined::Duplicate {
             // The first copy counted; this one only moves time.
@@ -392,11 +447,18 @@ impl Engine {
             return Ok(());
         }
         if let Some(v) = &ev.model_version {
-            if ms.latest_version.as_ref().is_none_or(|(t, _)| ev.timestamp >= *t) {
+            if ms
+                .latest_version
+                .as_ref()
+                .is_none_or(|(t, _)| ev.timestamp >= *t)
+            {
                 ms.latest_version = Some((ev.timestamp, v.clone()));
             }
         }
-        let fact = Fact::Inference { ok, latency_ms: ev.latency_ms };
+        let fact = Fact::Inference {
+            ok,
+            latency_ms: ev.latency_ms,
+        };
         self.record(mi, ev.timestamp, fact, &dims);
         if let Joined::Matched(m) = joined {
             self.record_match(mi, m);
@@ -423,15 +485,23 @@ impl Engine {
         let ms = &mut self.state.models[mi];
         let truth = match model.task {
             Task::BinaryClassification => {
-                let l = ev.label.as_deref().ok_or_else(|| Reason::MissingField("label".to_string()))?;
+                let l = ev
+                    .label
+                    .as_deref()
+                    .ok_or_else(|| Reason::MissingField("label".to_string()))?;
                 Truth::Binary(l == model.positive_label)
             }
             Task::MulticlassClassification => {
-                let l = ev.label.as_deref().ok_or_else(|| Reason::MissingField("label".to_string()))?;
+                let l = ev
+                    .label
+                    .as_deref()
+                    .ok_or_else(|| Reason::MissingField("label".to_string()))?;
                 Truth::Class(ms.classes.intern(l, MAX_CLASSES))
             }
             Task::Regression => {
-                let v = ev.value.ok_or_else(|| Reason::MissingField("value".to_string()))?;
+                let v = ev
+                    .value
+                    .ok_or_else(|| Reason::MissingField("value".to_string()))?;
                 if !v.is_finite() {
                     return Err(Reason::invalid("value", "must be a finite number"));
                 }
@@ -439,10 +509,21 @@ impl Engine {
             }
         };
         self.state.stats.labels += 1;
-        if self.state.watermark.current().is_some_and(|w| ev.timestamp < w) {
+        if self
+            .state
+            .watermark
+            .current()
+            .is_some_and(|w| ev.timestamp < w)
+        {
             self.state.stats.late_labels += 1;
         }
-        let joined = self.state.join.insert_label(mi as u32, &ev.request_id, ev.timestamp, model.early_label_ttl, truth);
+        let joined = self.state.join.insert_label(
+            mi as u32,
+            &ev.request_id,
+            ev.timestamp,
+            model.early_label_ttl,
+            truth,
+        );
         match joined {
             Joined::Matched(m) => self.record_match(mi, m),
             Joined::AfterTtl(u) => self.record_unlabeled(mi, u),
@@ -460,7 +541,11 @@ impl Engine {
     pub fn handle_ack(&mut self, ack: Ack) -> Result<(), Reason> {
         let target = match ack.target {
             AckTarget::Incident(id) => AckTargetState::Incident(id),
-            AckTarget::Objective { model_id, objective, segment } => {
+            AckTarget::Objective {
+                model_id,
+                objective,
+                segment,
+            } => {
                 let model = match self.model_index(&model_id) {
                     Ok(m) => m,
                     Err(e) => {
@@ -468,16 +553,31 @@ impl Engine {
                         return Err(e);
                     }
                 };
-                let Some(oi) = self.config.models[model].objectives.iter().position(|o| o.name == objective) else {
+                let Some(oi) = self.config.models[model]
+                    .objectives
+                    .iter()
+                    .position(|o| o.name == objective)
+                else {
                     self.state.stats.rejected += 1;
-                    return Err(Reason::UnknownObjective { model_id, objective });
+                    return Err(Reason::UnknownObjective {
+                        model_id,
+                        objective,
+                    });
                 };
-                AckTargetState::Objective { model, objective: oi, segment }
+                AckTargetState::Objective {
+                    model,
+                    objective: oi,
+                    segment,
+                }
             }
         };
         self.state.stats.acks += 1;
         let (origin_input, raw) = match ack.origin {
-            Some(Origin { position: Position::Line { file, line }, raw, .. }) => (Some((file, line)), raw),
+            Some(Origin {
+                position: Position::Line { file, line },
+                raw,
+                ..
+            }) => (Some((file, line)), raw),
             Some(Origin { raw, .. }) => (None, raw),
             None => (None, Vec::new()),
         };
@@ -490,7 +590,9 @@ impl Engine {
             origin_input,
             raw,
         };
-        self.state.acks.insert((ack.timestamp, self.state.ack_seq), entry);
+        self.state
+            .acks
+            .insert((ack.timestamp, self.state.ack_seq), entry);
         self.advance();
         Ok(())
     }
@@ -514,7 +616,11 @@ impl Engine {
                 continue;
             }
             key.clear();
-            key.extend(s.dims.iter().map(|&d| dims.get(d).copied().unwrap_or(MISSING)));
+            key.extend(
+                s.dims
+                    .iter()
+                    .map(|&d| dims.get(d).copied().unwrap_or(MISSING)),
+            );
             if !key.is_empty() && !s.has_segment(&key) && s.segment_count() > max_segments {
                 key.iter_mut().for_each(|v| *v = OTHER);
                 self.state.stats.segment_overflow += 1;
@@ -528,9 +634,22 @@ impl Engine {
         let time = m.prediction_time.max(m.label_time);
         let delay_ms = m.label_time - m.prediction_time;
         let fact = match (m.prediction.kind, m.label) {
-            (PredKind::Binary { predicted, score }, Truth::Binary(truth)) => Fact::Binary { truth, predicted, score, delay_ms },
-            (PredKind::Class(predicted), Truth::Class(truth)) => Fact::Multiclass { truth, predicted, delay_ms },
-            (PredKind::Value(predicted), Truth::Value(truth)) => Fact::Regression { truth, predicted, delay_ms },
+            (PredKind::Binary { predicted, score }, Truth::Binary(truth)) => Fact::Binary {
+                truth,
+                predicted,
+                score,
+                delay_ms,
+            },
+            (PredKind::Class(predicted), Truth::Class(truth)) => Fact::Multiclass {
+                truth,
+                predicted,
+                delay_ms,
+            },
+            (PredKind::Value(predicted), Truth::Value(truth)) => Fact::Regression {
+                truth,
+                predicted,
+                delay_ms,
+            },
             // Payloads are built from the same model's task; nothing else can meet here.
             _ => return,
         };
@@ -542,7 +661,9 @@ impl Engine {
     }
 
     fn advance(&mut self) {
-        let Some(wm) = self.state.watermark.current() else { return };
+        let Some(wm) = self.state.watermark.current() else {
+            return;
+        };
         loop {
             let due = self
                 .state
@@ -598,7 +719,15 @@ impl Engine {
                 }
                 keys.extend(os.trackers.keys().cloned());
                 for key in keys {
-                    let m = series.measure(&key, objective.metric);
+                    let mut m = series.measure(&key, objective.metric);
+                    // A count or rate over a window the stream has not covered yet is unknown.
+                    let covered = self
+                        .state
+                        .first_time
+                        .is_some_and(|f| at - objective.window >= f);
+                    if objective.metric.is_volume() && !covered {
+                        m.value = None;
+                    }
                     let state = assess(objective, m);
                     let segment = ms.segment(series, &key);
                     let tracker = ms.objectives[oi].trackers.entry(key.clone()).or_default();
@@ -619,21 +748,26 @@ impl Engine {
                         sla_version: config.sla_version.clone(),
                     }));
                     self.state.stats.snapshots += 1;
-                    let Some(transition) = transition else { continue };
+                    let Some(transition) = transition else {
+                        continue;
+                    };
                     let (kind, incident) = match transition {
                         Transition::Opened(i) => {
                             self.state.stats.incidents_opened += 1;
                             self.state.open.insert(i.id.clone(), (mi, oi, key.clone()));
                             (BreachKind::Opened, i)
                         }
-                        Transition::SeverityChanged { incident, .. } => (BreachKind::SeverityChanged, incident),
+                        Transition::SeverityChanged { incident, .. } => {
+                            (BreachKind::SeverityChanged, incident)
+                        }
                         Transition::Resolved(i) => {
                             self.state.stats.incidents_resolved += 1;
                             self.state.open.remove(&i.id);
                             (BreachKind::Resolved, i)
                         }
                     };
-                    let event = breach_event(&config, mi, oi, ms, segment, &incident, kind, m, at, None);
+                    let event =
+                        breach_event(&config, mi, oi, ms, segment, &incident, kind, m, at, None);
                     self.outputs.push_back(Output::Breach(event));
                 }
                 ms.objectives[oi].trackers.retain(|_, t| !t.is_idle());
@@ -647,7 +781,11 @@ impl Engine {
     fn apply_ack(&mut self, a: AckEntry) {
         let found = match &a.target {
             AckTargetState::Incident(id) => self.state.open.get(id).cloned(),
-            AckTargetState::Objective { model, objective, segment } => {
+            AckTargetState::Objective {
+                model,
+                objective,
+                segment,
+            } => {
                 let ms = &self.state.models[*model];
                 let series = &ms.series[ms.objectives[*objective].series];
                 let key: Option<SegmentKey> = if segment.len() != series.dims.len() {
@@ -656,11 +794,18 @@ impl Engine {
                     series
                         .dims
                         .iter()
-                        .map(|&d| segment.get(&ms.dims[d]).and_then(|v| ms.values[d].lookup(v)))
+                        .map(|&d| {
+                            segment
+                                .get(&ms.dims[d])
+                                .and_then(|v| ms.values[d].lookup(v))
+                        })
                         .collect()
                 };
                 key.filter(|k| {
-                    ms.objectives[*objective].trackers.get(k).is_some_and(|t| t.open.is_some())
+                    ms.objectives[*objective]
+                        .trackers
+                        .get(k)
+                        .is_some_and(|t| t.open.is_some())
                 })
                 .map(|k| (*model, *objective, k))
             }
@@ -668,9 +813,14 @@ impl Engine {
         let Some((mi, oi, key)) = found else {
             let what = match &a.target {
                 AckTargetState::Incident(id) => format!("incident {id} is not open"),
-                AckTargetState::Objective { model, objective, segment } => {
+                AckTargetState::Objective {
+                    model,
+                    objective,
+                    segment,
+                } => {
                     let m = &self.config.models[*model];
-                    let seg: Vec<String> = segment.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let seg: Vec<String> =
+                        segment.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     format!(
                         "no incident open for model {} objective {} segment {{{}}}",
                         m.model_id,
@@ -681,24 +831,37 @@ impl Engine {
             };
             let position = match a.origin_input {
                 Some((file, line)) => Position::Line { file, line },
-                None => Position::Line { file: String::new(), line: 0 },
+                None => Position::Line {
+                    file: String::new(),
+                    line: 0,
+                },
             };
             self.outputs.push_back(Output::DeadLetter(DeadLetter {
-                origin: Origin { input: InputKind::Acks, position, raw: a.raw },
+                origin: Origin {
+                    input: InputKind::Acks,
+                    position,
+                    raw: a.raw,
+                },
                 reason: Reason::NoOpenIncident(what),
             }));
             return;
         };
         let config = Arc::clone(&self.config);
         let ms = &mut self.state.models[mi];
-        let Some(tracker) = ms.objectives[oi].trackers.get_mut(&key) else { return };
+        let Some(tracker) = ms.objectives[oi].trackers.get_mut(&key) else {
+            return;
+        };
         let (kind, incident) = if a.resolve {
-            let Some(i) = tracker.resolve_by_hand() else { return };
+            let Some(i) = tracker.resolve_by_hand() else {
+                return;
+            };
             self.state.open.remove(&i.id);
             self.state.stats.incidents_resolved += 1;
             (BreachKind::Resolved, i)
         } else {
-            let Some(i) = tracker.open.as_mut() else { return };
+            let Some(i) = tracker.open.as_mut() else {
+                return;
+            };
             if i.acknowledged_at.is_some() {
                 self.state.stats.acks_repeated += 1;
                 return;
@@ -708,8 +871,13 @@ impl Engine {
         };
         let series = &ms.series[ms.objectives[oi].series];
         let segment = ms.segment(series, &key);
-        let none = crate::summary::Measured { value: None, samples: 0 };
-        let event = breach_event(&config, mi, oi, ms, segment, &incident, kind, none, a.time, a.by);
+        let none = crate::summary::Measured {
+            value: None,
+            samples: 0,
+        };
+        let event = breach_event(
+            &config, mi, oi, ms, segment, &incident, kind, none, a.time, a.by,
+        );
         self.outputs.push_back(Output::Breach(event));
     }
 }

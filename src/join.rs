@@ -20,12 +20,26 @@ use crate::time::Millis;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Entry<P, L> {
     /// A prediction waiting for its label.
-    Prediction { payload: P, time: Millis, deadline: Millis, seq: u64 },
+    Prediction {
+        payload: P,
+        time: Millis,
+        deadline: Millis,
+        seq: u64,
+    },
     /// A label waiting for its prediction.
-    Label { payload: L, time: Millis, deadline: Millis, seq: u64 },
+    Label {
+        payload: L,
+        time: Millis,
+        deadline: Millis,
+        seq: u64,
+    },
     /// A request already joined, or one that failed (no prediction): later copies are
     /// duplicates.
-    Guard { failed: bool, deadline: Millis, seq: u64 },
+    Guard {
+        failed: bool,
+        deadline: Millis,
+        seq: u64,
+    },
 }
 
 impl<P, L> Entry<P, L> {
@@ -166,8 +180,14 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
 
     fn enforce_bound(&mut self) {
         while self.index.len() > self.max_pending {
-            let Some((_, (model, key))) = self.index.pop_first() else { break };
-            match self.entries.get_mut(model as usize).and_then(|m| m.remove(&key)) {
+            let Some((_, (model, key))) = self.index.pop_first() else {
+                break;
+            };
+            match self
+                .entries
+                .get_mut(model as usize)
+                .and_then(|m| m.remove(&key))
+            {
                 Some(Entry::Prediction { .. }) => self.stats.evicted_predictions += 1,
                 Some(Entry::Label { .. }) => self.stats.evicted_labels += 1,
                 Some(Entry::Guard { .. }) => self.stats.evicted_guards += 1,
@@ -177,36 +197,91 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
     }
 
     fn replace_with_guard(&mut self, model: u32, key: &str, failed: bool, deadline: Millis) {
-        if let Some(old) = self.entries.get_mut(model as usize).and_then(|m| m.remove(key)) {
+        if let Some(old) = self
+            .entries
+            .get_mut(model as usize)
+            .and_then(|m| m.remove(key))
+        {
             self.index.remove(&old.slot());
         }
         let seq = self.seq();
-        self.put(model, key, Entry::Guard { failed, deadline, seq });
+        self.put(
+            model,
+            key,
+            Entry::Guard {
+                failed,
+                deadline,
+                seq,
+            },
+        );
     }
 
     /// A prediction arrives. `ttl` is the model's `label_ttl`.
-    pub fn insert_prediction(&mut self, model: u32, key: &str, time: Millis, ttl: Millis, payload: P) -> Joined<P, L> {
+    pub fn insert_prediction(
+        &mut self,
+        model: u32,
+        key: &str,
+        time: Millis,
+        ttl: Millis,
+        payload: P,
+    ) -> Joined<P, L> {
         let deadline = time.saturating_add(ttl);
-        let existing = self.entries.get(model as usize).and_then(|m| m.get(key)).cloned();
+        let existing = self
+            .entries
+            .get(model as usize)
+            .and_then(|m| m.get(key))
+            .cloned();
         match existing {
             None => {
                 let seq = self.seq();
-                self.put(model, key, Entry::Prediction { payload, time, deadline, seq });
+                self.put(
+                    model,
+                    key,
+                    Entry::Prediction {
+                        payload,
+                        time,
+                        deadline,
+                        seq,
+                    },
+                );
                 Joined::Pending
             }
-            Some(Entry::Label { payload: label, time: label_time, deadline: label_deadline, .. }) => {
+            Some(Entry::Label {
+                payload: label,
+                time: label_time,
+                deadline: label_deadline,
+                ..
+            }) => {
                 if time <= label_deadline {
                     self.replace_with_guard(model, key, false, deadline);
                     self.stats.matched += 1;
-                    Joined::Matched(Match { prediction: payload, prediction_time: time, label, label_time })
+                    Joined::Matched(Match {
+                        prediction: payload,
+                        prediction_time: time,
+                        label,
+                        label_time,
+                    })
                 } else {
                     // The early label's wait is over: it is unmatched, the prediction waits anew.
                     self.stats.unmatched_labels += 1;
-                    if let Some(old) = self.entries.get_mut(model as usize).and_then(|m| m.remove(key)) {
+                    if let Some(old) = self
+                        .entries
+                        .get_mut(model as usize)
+                        .and_then(|m| m.remove(key))
+                    {
                         self.index.remove(&old.slot());
                     }
                     let seq = self.seq();
-                    self.put(model, key, Entry::Prediction { payload, time, deadline, seq });
+                    self.put(
+                        model,
+                        key,
+                        Entry::Prediction {
+                            payload,
+                            time,
+                            deadline,
+                            seq,
+                        },
+                    );
                     Joined::Pending
                 }
             }
@@ -219,8 +294,18 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
 
     /// An inference that failed (no prediction): guards against duplicates and explains a
     /// label that may still arrive for it.
-    pub fn insert_failed(&mut self, model: u32, key: &str, time: Millis, ttl: Millis) -> Joined<P, L> {
-        let existing = self.entries.get(model as usize).and_then(|m| m.get(key)).cloned();
+    pub fn insert_failed(
+        &mut self,
+        model: u32,
+        key: &str,
+        time: Millis,
+        ttl: Millis,
+    ) -> Joined<P, L> {
+        let existing = self
+            .entries
+            .get(model as usize)
+            .and_then(|m| m.get(key))
+            .cloned();
         match existing {
             None => {
                 self.replace_with_guard(model, key, true, time.saturating_add(ttl));
@@ -239,29 +324,76 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
     }
 
     /// A label arrives. `early_ttl` is the model's `early_label_ttl`.
-    pub fn insert_label(&mut self, model: u32, key: &str, time: Millis, early_ttl: Millis, payload: L) -> Joined<P, L> {
-        let existing = self.entries.get(model as usize).and_then(|m| m.get(key)).cloned();
+    pub fn insert_label(
+        &mut self,
+        model: u32,
+        key: &str,
+        time: Millis,
+        early_ttl: Millis,
+        payload: L,
+    ) -> Joined<P, L> {
+        let existing = self
+            .entries
+            .get(model as usize)
+            .and_then(|m| m.get(key))
+            .cloned();
         match existing {
-            Some(Entry::Prediction { payload: prediction, time: prediction_time, deadline, .. }) => {
+            Some(Entry::Prediction {
+                payload: prediction,
+                time: prediction_time,
+                deadline,
+                ..
+            }) => {
                 if time <= deadline {
                     self.replace_with_guard(model, key, false, deadline);
                     self.stats.matched += 1;
-                    Joined::Matched(Match { prediction, prediction_time, label: payload, label_time: time })
+                    Joined::Matched(Match {
+                        prediction,
+                        prediction_time,
+                        label: payload,
+                        label_time: time,
+                    })
                 } else {
-                    if let Some(old) = self.entries.get_mut(model as usize).and_then(|m| m.remove(key)) {
+                    if let Some(old) = self
+                        .entries
+                        .get_mut(model as usize)
+                        .and_then(|m| m.remove(key))
+                    {
                         self.index.remove(&old.slot());
                     }
                     self.stats.unlabeled += 1;
                     let seq = self.seq();
                     let label_deadline = time.saturating_add(early_ttl);
-                    self.put(model, key, Entry::Label { payload, time, deadline: label_deadline, seq });
-                    Joined::AfterTtl(Unlabeled { prediction, prediction_time, deadline })
+                    self.put(
+                        model,
+                        key,
+                        Entry::Label {
+                            payload,
+                            time,
+                            deadline: label_deadline,
+                            seq,
+                        },
+                    );
+                    Joined::AfterTtl(Unlabeled {
+                        prediction,
+                        prediction_time,
+                        deadline,
+                    })
                 }
             }
             None => {
                 let seq = self.seq();
                 let deadline = time.saturating_add(early_ttl);
-                self.put(model, key, Entry::Label { payload, time, deadline, seq });
+                self.put(
+                    model,
+                    key,
+                    Entry::Label {
+                        payload,
+                        time,
+                        deadline,
+                        seq,
+                    },
+                );
                 Joined::Pending
             }
             Some(Entry::Guard { failed: true, .. }) => {
@@ -284,12 +416,25 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                 break;
             }
             let (model, key) = entry.remove();
-            match self.entries.get_mut(model as usize).and_then(|m| m.remove(&key)) {
-                Some(Entry::Prediction { payload, time, deadline, .. }) => {
+            match self
+                .entries
+                .get_mut(model as usize)
+                .and_then(|m| m.remove(&key))
+            {
+                Some(Entry::Prediction {
+                    payload,
+                    time,
+                    deadline,
+                    ..
+                }) => {
                     self.stats.unlabeled += 1;
                     out.push(Expired {
                         model,
-                        unlabeled: Unlabeled { prediction: payload, prediction_time: time, deadline },
+                        unlabeled: Unlabeled {
+                            prediction: payload,
+                            prediction_time: time,
+                            deadline,
+                        },
                     });
                 }
                 Some(Entry::Label { .. }) => self.stats.unmatched_labels += 1,
@@ -309,14 +454,33 @@ mod tests {
     #[test]
     fn label_after_prediction_and_before() {
         let mut j = J::new(1, 100);
-        assert_eq!(j.insert_prediction(0, "a", 1_000, 10_000, "p"), Joined::Pending);
+        assert_eq!(
+            j.insert_prediction(0, "a", 1_000, 10_000, "p"),
+            Joined::Pending
+        );
         let m = j.insert_label(0, "a", 5_000, 1_000, "l");
-        assert!(matches!(m, Joined::Matched(Match { prediction: "p", label: "l", .. })));
-        assert_eq!(j.insert_label(0, "a", 6_000, 1_000, "l2"), Joined::Duplicate);
-        assert_eq!(j.insert_prediction(0, "a", 1_000, 10_000, "p2"), Joined::Duplicate);
+        assert!(matches!(
+            m,
+            Joined::Matched(Match {
+                prediction: "p",
+                label: "l",
+                ..
+            })
+        ));
+        assert_eq!(
+            j.insert_label(0, "a", 6_000, 1_000, "l2"),
+            Joined::Duplicate
+        );
+        assert_eq!(
+            j.insert_prediction(0, "a", 1_000, 10_000, "p2"),
+            Joined::Duplicate
+        );
         // early label
         assert_eq!(j.insert_label(0, "b", 2_000, 1_000, "l"), Joined::Pending);
-        assert!(matches!(j.insert_prediction(0, "b", 2_500, 10_000, "p"), Joined::Matched(_)));
+        assert!(matches!(
+            j.insert_prediction(0, "b", 2_500, 10_000, "p"),
+            Joined::Matched(_)
+        ));
         assert_eq!(j.stats.matched, 2);
         assert_eq!(j.stats.duplicate_labels, 1);
         assert_eq!(j.stats.duplicate_predictions, 1);
@@ -337,9 +501,15 @@ mod tests {
         j.insert_prediction(0, "e", 202, 100, "pe");
         j.insert_prediction(0, "f", 203, 100, "pf");
         assert_eq!(j.len(), 3);
-        assert_eq!(j.stats.evicted_predictions, 2, "pb and pc, nearest their deadlines");
+        assert_eq!(
+            j.stats.evicted_predictions, 2,
+            "pb and pc, nearest their deadlines"
+        );
         // a label after its prediction's TTL but before the watermark expired it
         let late = j.insert_label(0, "d", 400, 50, "ld");
-        assert!(matches!(late, Joined::AfterTtl(Unlabeled { deadline: 301, .. })));
+        assert!(matches!(
+            late,
+            Joined::AfterTtl(Unlabeled { deadline: 301, .. })
+        ));
     }
 }

@@ -189,6 +189,11 @@ impl Metric {
         )
     }
 
+    /// Counts and rates of requests: unknown until the stream has covered a whole window.
+    pub fn is_volume(self) -> bool {
+        matches!(self, Metric::Throughput | Metric::RequestCount)
+    }
+
     /// The default `min_samples`: counts are meaningful at zero, everything else needs one.
     pub fn default_min_samples(self) -> u64 {
         match self {

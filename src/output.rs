@@ -27,7 +27,11 @@ impl Segment {
         if self.0.is_empty() {
             "(all)".to_string()
         } else {
-            self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+            self.0
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
         }
     }
 }

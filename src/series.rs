@@ -24,13 +24,29 @@ pub type SegmentKey = Box<[u32]>;
 /// Something that happened, to be recorded into the windows that use it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fact {
-    Inference { ok: bool, latency_ms: Option<f64> },
+    Inference {
+        ok: bool,
+        latency_ms: Option<f64>,
+    },
     /// A joined binary outcome.
-    Binary { truth: bool, predicted: bool, score: Option<f64>, delay_ms: Millis },
+    Binary {
+        truth: bool,
+        predicted: bool,
+        score: Option<f64>,
+        delay_ms: Millis,
+    },
     /// A joined multiclass outcome (interned class ids).
-    Multiclass { truth: u32, predicted: u32, delay_ms: Millis },
+    Multiclass {
+        truth: u32,
+        predicted: u32,
+        delay_ms: Millis,
+    },
     /// A joined regression outcome.
-    Regression { truth: f64, predicted: f64, delay_ms: Millis },
+    Regression {
+        truth: f64,
+        predicted: f64,
+        delay_ms: Millis,
+    },
     /// A prediction whose label never came.
     Unlabeled,
 }
@@ -64,18 +80,46 @@ impl AnyWindow {
         use AnyWindow as W;
         Some(match (self, fact) {
             (W::Reliability(w), Fact::Inference { ok, .. }) => w.record(k, |s| s.record(ok)),
-            (W::Latency(w), Fact::Inference { latency_ms: Some(l), .. }) => w.record(k, |s| s.record(l)),
-            (W::LatencyUnder(w), Fact::Inference { latency_ms: Some(l), .. }) => {
-                w.record(k, |s| s.record(l, threshold_ms))
-            }
-            (W::Binary(w), Fact::Binary { truth, predicted, score, .. }) => {
-                w.record(k, |s| s.record(truth, predicted, score))
-            }
-            (W::Multiclass(w), Fact::Multiclass { truth, predicted, .. }) => w.record(k, |s| s.record(truth, predicted)),
-            (W::Regression(w), Fact::Regression { truth, predicted, .. }) => w.record(k, |s| s.record(predicted, truth)),
+            (
+                W::Latency(w),
+                Fact::Inference {
+                    latency_ms: Some(l),
+                    ..
+                },
+            ) => w.record(k, |s| s.record(l)),
+            (
+                W::LatencyUnder(w),
+                Fact::Inference {
+                    latency_ms: Some(l),
+                    ..
+                },
+            ) => w.record(k, |s| s.record(l, threshold_ms)),
+            (
+                W::Binary(w),
+                Fact::Binary {
+                    truth,
+                    predicted,
+                    score,
+                    ..
+                },
+            ) => w.record(k, |s| s.record(truth, predicted, score)),
+            (
+                W::Multiclass(w),
+                Fact::Multiclass {
+                    truth, predicted, ..
+                },
+            ) => w.record(k, |s| s.record(truth, predicted)),
+            (
+                W::Regression(w),
+                Fact::Regression {
+                    truth, predicted, ..
+                },
+            ) => w.record(k, |s| s.record(predicted, truth)),
             (
                 W::Labels(w),
-                Fact::Binary { delay_ms, .. } | Fact::Multiclass { delay_ms, .. } | Fact::Regression { delay_ms, .. },
+                Fact::Binary { delay_ms, .. }
+                | Fact::Multiclass { delay_ms, .. }
+                | Fact::Regression { delay_ms, .. },
             ) => w.record(k, |s| s.record_joined(delay_ms)),
             (W::Labels(w), Fact::Unlabeled) => w.record(k, |s| s.record_expired()),
             _ => return None,
@@ -143,7 +187,13 @@ pub struct RecordStats {
 }
 
 impl Series {
-    pub fn new(family: Family, window_ms: Millis, every_ms: Millis, threshold_ms: f64, dims: Vec<usize>) -> Series {
+    pub fn new(
+        family: Family,
+        window_ms: Millis,
+        every_ms: Millis,
+        threshold_ms: f64,
+        dims: Vec<usize>,
+    ) -> Series {
         Series {
             family,
             window_ms,
@@ -164,7 +214,10 @@ impl Series {
         for key in keys.into_iter().flatten() {
             let window = match self.windows.get_mut(key) {
                 Some(w) => w,
-                None => self.windows.entry(key.into()).or_insert_with(|| AnyWindow::new(self.family, self.len)),
+                None => self
+                    .windows
+                    .entry(key.into())
+                    .or_insert_with(|| AnyWindow::new(self.family, self.len)),
             };
             match window.record(k, fact, self.threshold_ms) {
                 Some(Recorded::Stored) => stats.stored += 1,
@@ -179,11 +232,23 @@ impl Series {
         matches!(
             (self.family, fact),
             (Family::Reliability, Fact::Inference { .. })
-                | (Family::Latency | Family::LatencyUnder(_), Fact::Inference { latency_ms: Some(_), .. })
+                | (
+                    Family::Latency | Family::LatencyUnder(_),
+                    Fact::Inference {
+                        latency_ms: Some(_),
+                        ..
+                    }
+                )
                 | (Family::Binary, Fact::Binary { .. })
                 | (Family::Multiclass, Fact::Multiclass { .. })
                 | (Family::Regression, Fact::Regression { .. })
-                | (Family::Labels, Fact::Binary { .. } | Fact::Multiclass { .. } | Fact::Regression { .. } | Fact::Unlabeled)
+                | (
+                    Family::Labels,
+                    Fact::Binary { .. }
+                        | Fact::Multiclass { .. }
+                        | Fact::Regression { .. }
+                        | Fact::Unlabeled
+                )
         )
     }
 
@@ -208,9 +273,13 @@ impl Series {
     }
 
     pub fn measure(&self, key: &[u32], metric: Metric) -> Measured {
-        self.windows
-            .get(key)
-            .map_or(Measured { value: None, samples: 0 }, |w| w.measure(metric, self.window_ms))
+        self.windows.get(key).map_or(
+            Measured {
+                value: None,
+                samples: 0,
+            },
+            |w| w.measure(metric, self.window_ms),
+        )
     }
 
     /// Drops segment windows (never the whole model's) with nothing left in them.

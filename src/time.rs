@@ -30,9 +30,9 @@ pub fn parse_duration(text: &str) -> Result<Millis, String> {
             ))
         }
     };
-    let n: i64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration: it needs a whole number before the unit, e.g. 5m"))?;
+    let n: i64 = digits.parse().map_err(|_| {
+        format!("`{text}` is not a duration: it needs a whole number before the unit, e.g. 5m")
+    })?;
     n.checked_mul(unit_ms)
         .ok_or_else(|| format!("`{text}` is too long a duration"))
 }

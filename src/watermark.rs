@@ -79,7 +79,11 @@ impl Watermark {
     }
 
     fn recompute(&mut self) {
-        let mut active = self.sources.iter().filter(|s| !s.ended && !s.idle).peekable();
+        let mut active = self
+            .sources
+            .iter()
+            .filter(|s| !s.ended && !s.idle)
+            .peekable();
         let candidate = if self.sources.iter().all(|s| s.ended) {
             self.max_seen
         } else if active.peek().is_none() {

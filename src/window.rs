@@ -108,7 +108,7 @@ mod tests {
             assert_eq!(w.record(k, |s| s.record(true)), Recorded::Stored);
         }
         assert_eq!(w.advance_to(5).total, 3); // intervals 2, 3, 4
-        // a late event in interval 3 lands in the aggregate immediately
+                                              // a late event in interval 3 lands in the aggregate immediately
         assert_eq!(w.record(3, |s| s.record(false)), Recorded::Stored);
         assert_eq!(w.aggregate().total, 4);
         assert_eq!(w.advance_to(6).total, 4); // 3 (two events), 4, 5

@@ -44,7 +44,10 @@ pub enum ConfigError {
     #[error("{path} is not valid YAML: {message}")]
     Yaml { path: String, message: String },
     #[error("{} has {} problem(s):\n{}", .path, .problems.len(), render_problems(.problems))]
-    Invalid { path: String, problems: Vec<Problem> },
+    Invalid {
+        path: String,
+        problems: Vec<Problem>,
+    },
 }
 
 fn render_problems(problems: &[Problem]) -> String {

@@ -69,7 +69,10 @@ impl Problems {
 pub fn validate(root: &Value, base_dir: Option<&Path>) -> Result<SlaConfig, Vec<Problem>> {
     let mut p = Problems(Vec::new());
     let Some(map) = root.as_mapping() else {
-        p.add("", "an SLA file must be a YAML mapping with sla_version and models");
+        p.add(
+            "",
+            "an SLA file must be a YAML mapping with sla_version and models",
+        );
         return Err(p.0);
     };
     for key in map.keys() {
@@ -85,11 +88,17 @@ pub fn validate(root: &Value, base_dir: Option<&Path>) -> Result<SlaConfig, Vec<
     let sla_version = match map.get("sla_version") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(Value::String(_)) | None => {
-            p.add("sla_version", "missing: every SLA file needs a version string, stamped on every output");
+            p.add(
+                "sla_version",
+                "missing: every SLA file needs a version string, stamped on every output",
+            );
             String::new()
         }
         Some(other) => {
-            p.add("sla_version", format!("must be a string (quote it), found {}", kind(other)));
+            p.add(
+                "sla_version",
+                format!("must be a string (quote it), found {}", kind(other)),
+            );
             String::new()
         }
     };
@@ -120,9 +129,14 @@ pub fn validate(root: &Value, base_dir: Option<&Path>) -> Result<SlaConfig, Vec<
                 for (i, mv) in list.iter().enumerate() {
                     let path = format!("models[{i}]");
                     let declared = map.get("escalation_policies").is_some();
-                    if let Some(m) = read_model(&mut p, mv, &path, &defaults, &policies, declared, base_dir) {
+                    if let Some(m) =
+                        read_model(&mut p, mv, &path, &defaults, &policies, declared, base_dir)
+                    {
                         if !seen_models.insert(m.model_id.clone()) {
-                            p.add(format!("{path}.model_id"), format!("model `{}` is defined twice", m.model_id));
+                            p.add(
+                                format!("{path}.model_id"),
+                                format!("model `{}` is defined twice", m.model_id),
+                            );
                         }
                         models.push(m);
                     }
@@ -140,19 +154,28 @@ pub fn validate(root: &Value, base_dir: Option<&Path>) -> Result<SlaConfig, Vec<
                     .iter()
                     .any(|m| m.objectives.iter().any(|o| o.name == objective));
                 if !exists {
-                    p.add(&path, format!("names objective `{objective}`, which no model defines"));
+                    p.add(
+                        &path,
+                        format!("names objective `{objective}`, which no model defines"),
+                    );
                 }
                 let mut out = Vec::new();
                 for (j, t) in tiers.iter().enumerate() {
                     let tpath = format!("{path}[{j}]");
                     if let Some(t) = p.read::<RawCreditTier>(t, &tpath) {
                         if !(t.below > 0.0 && t.below <= 1.0) {
-                            p.add(format!("{tpath}.below"), "must be an attainment share in (0, 1], e.g. 0.999");
+                            p.add(
+                                format!("{tpath}.below"),
+                                "must be an attainment share in (0, 1], e.g. 0.999",
+                            );
                         }
                         if !(0.0..=100.0).contains(&t.credit) {
                             p.add(format!("{tpath}.credit"), "must be a percentage in 0..100");
                         }
-                        out.push(CreditTier { below: t.below, credit: t.credit });
+                        out.push(CreditTier {
+                            below: t.below,
+                            credit: t.credit,
+                        });
                     }
                 }
                 service_credits.insert(objective, out);
@@ -198,7 +221,11 @@ fn read_defaults(p: &mut Problems, v: Option<&Value>) -> Defaults {
     let Some(raw) = p.read::<RawDefaults>(v, "defaults") else {
         return base;
     };
-    let evaluate_every = p.duration(raw.evaluate_every.as_deref(), "defaults.evaluate_every", base.evaluate_every);
+    let evaluate_every = p.duration(
+        raw.evaluate_every.as_deref(),
+        "defaults.evaluate_every",
+        base.evaluate_every,
+    );
     if evaluate_every <= 0 {
         p.add("defaults.evaluate_every", "must be longer than zero");
     }
@@ -212,20 +239,48 @@ fn read_defaults(p: &mut Problems, v: Option<&Value>) -> Defaults {
     };
     Defaults {
         evaluate_every: evaluate_every.max(1),
-        allowed_lateness: p.duration(raw.allowed_lateness.as_deref(), "defaults.allowed_lateness", base.allowed_lateness),
-        label_ttl: p.duration(raw.label_ttl.as_deref(), "defaults.label_ttl", base.label_ttl),
-        early_label_ttl: p.duration(raw.early_label_ttl.as_deref(), "defaults.early_label_ttl", base.early_label_ttl),
-        idle_timeout: p.duration(raw.idle_timeout.as_deref(), "defaults.idle_timeout", base.idle_timeout),
-        max_time_jump: p.duration(raw.max_time_jump.as_deref(), "defaults.max_time_jump", base.max_time_jump),
+        allowed_lateness: p.duration(
+            raw.allowed_lateness.as_deref(),
+            "defaults.allowed_lateness",
+            base.allowed_lateness,
+        ),
+        label_ttl: p.duration(
+            raw.label_ttl.as_deref(),
+            "defaults.label_ttl",
+            base.label_ttl,
+        ),
+        early_label_ttl: p.duration(
+            raw.early_label_ttl.as_deref(),
+            "defaults.early_label_ttl",
+            base.early_label_ttl,
+        ),
+        idle_timeout: p.duration(
+            raw.idle_timeout.as_deref(),
+            "defaults.idle_timeout",
+            base.idle_timeout,
+        ),
+        max_time_jump: p.duration(
+            raw.max_time_jump.as_deref(),
+            "defaults.max_time_jump",
+            base.max_time_jump,
+        ),
         max_pending: positive(p, raw.max_pending, "defaults.max_pending", base.max_pending),
-        max_segments: positive(p, raw.max_segments, "defaults.max_segments", base.max_segments),
+        max_segments: positive(
+            p,
+            raw.max_segments,
+            "defaults.max_segments",
+            base.max_segments,
+        ),
     }
 }
 
 fn read_policy(p: &mut Problems, v: &Value, path: &str) -> Option<EscalationPolicy> {
     let raw = p.read::<RawPolicy>(v, path)?;
     if raw.levels.is_empty() {
-        p.add(format!("{path}.levels"), "empty: a policy needs at least one level");
+        p.add(
+            format!("{path}.levels"),
+            "empty: a policy needs at least one level",
+        );
     }
     let mut levels = Vec::new();
     let mut previous: Option<Millis> = None;
@@ -233,13 +288,22 @@ fn read_policy(p: &mut Problems, v: &Value, path: &str) -> Option<EscalationPoli
         let lpath = format!("{path}.levels[{i}]");
         let after = p.duration(Some(&l.after), &format!("{lpath}.after"), 0);
         if previous.is_some_and(|prev| after < prev) {
-            p.add(format!("{lpath}.after"), "levels must be in order of `after` (time since the incident opened)");
+            p.add(
+                format!("{lpath}.after"),
+                "levels must be in order of `after` (time since the incident opened)",
+            );
         }
         previous = Some(after);
         if l.notify.is_empty() {
-            p.add(format!("{lpath}.notify"), "empty: name who is notified at this level");
+            p.add(
+                format!("{lpath}.notify"),
+                "empty: name who is notified at this level",
+            );
         }
-        levels.push(EscalationLevel { after, notify: l.notify.clone() });
+        levels.push(EscalationLevel {
+            after,
+            notify: l.notify.clone(),
+        });
     }
     let ack_timeout = raw
         .ack_timeout
@@ -258,7 +322,10 @@ fn check_dimensions(p: &mut Problems, dims: &[String], path: &str) {
         if d.trim().is_empty() {
             p.add(format!("{path}[{i}]"), "empty dimension name");
         } else if !seen.insert(d) {
-            p.add(format!("{path}[{i}]"), format!("dimension `{d}` listed twice"));
+            p.add(
+                format!("{path}[{i}]"),
+                format!("dimension `{d}` listed twice"),
+            );
         }
     }
 }
@@ -285,13 +352,22 @@ fn read_model(
     }
     let decision_threshold = raw.decision_threshold.unwrap_or(0.5);
     if !(0.0..=1.0).contains(&decision_threshold) {
-        p.add(format!("{path}.decision_threshold"), "must be a score threshold in 0..1");
+        p.add(
+            format!("{path}.decision_threshold"),
+            "must be a score threshold in 0..1",
+        );
     }
     if raw.decision_threshold.is_some() && task != Some(Task::BinaryClassification) {
-        p.add(format!("{path}.decision_threshold"), "applies only to binary_classification models");
+        p.add(
+            format!("{path}.decision_threshold"),
+            "applies only to binary_classification models",
+        );
     }
     if raw.positive_label.is_some() && task != Some(Task::BinaryClassification) {
-        p.add(format!("{path}.positive_label"), "applies only to binary_classification models");
+        p.add(
+            format!("{path}.positive_label"),
+            "applies only to binary_classification models",
+        );
     }
     check_dimensions(p, &raw.segment_by, &format!("{path}.segment_by"));
     if let Some(policy) = &raw.escalation {
@@ -302,7 +378,10 @@ fn read_model(
             } else {
                 format!("known policies: {}", known.join(", "))
             };
-            p.add(format!("{path}.escalation"), format!("unknown escalation policy `{policy}` ({hint})"));
+            p.add(
+                format!("{path}.escalation"),
+                format!("unknown escalation policy `{policy}` ({hint})"),
+            );
         }
     }
     let reference = raw.reference.as_ref().map(|r| match base_dir {
@@ -311,10 +390,17 @@ fn read_model(
     });
     if let Some(file) = &reference {
         if !file.is_file() {
-            p.add(format!("{path}.reference.file"), format!("reference profile {} not found", file.display()));
+            p.add(
+                format!("{path}.reference.file"),
+                format!("reference profile {} not found", file.display()),
+            );
         }
     }
-    let label_ttl = p.duration(raw.label_ttl.as_deref(), &format!("{path}.label_ttl"), defaults.label_ttl);
+    let label_ttl = p.duration(
+        raw.label_ttl.as_deref(),
+        &format!("{path}.label_ttl"),
+        defaults.label_ttl,
+    );
     let early_label_ttl = p.duration(
         raw.early_label_ttl.as_deref(),
         &format!("{path}.early_label_ttl"),
@@ -322,7 +408,10 @@ fn read_model(
     );
 
     if raw.objectives.is_empty() {
-        p.add(format!("{path}.objectives"), "empty: a model needs at least one objective");
+        p.add(
+            format!("{path}.objectives"),
+            "empty: a model needs at least one objective",
+        );
     }
     let mut objectives: Vec<Objective> = Vec::new();
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
@@ -337,7 +426,10 @@ fn read_model(
             if let Some(first) = names.insert(o.name.clone(), i) {
                 p.add(
                     format!("{opath}.name"),
-                    format!("objective `{}` is already defined at {path}.objectives[{first}]", o.name),
+                    format!(
+                        "objective `{}` is already defined at {path}.objectives[{first}]",
+                        o.name
+                    ),
                 );
             }
             objectives.push(o);
@@ -377,7 +469,14 @@ fn read_objective(
     let family = match metric {
         None => {
             let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
-            p.add(at("metric"), format!("unknown metric `{}`; known metrics: {}", raw.metric, known.join(" ")));
+            p.add(
+                at("metric"),
+                format!(
+                    "unknown metric `{}`; known metrics: {}",
+                    raw.metric,
+                    known.join(" ")
+                ),
+            );
             None
         }
         Some(m) => match m.family(task, threshold_ms.unwrap_or(0.0)) {
@@ -390,8 +489,14 @@ fn read_objective(
     };
     if let Some(m) = metric {
         match (m == Metric::LatencyUnder, threshold_ms) {
-            (true, None) => p.add(at("threshold_ms"), "missing: latency_under needs threshold_ms, the latency that counts as fast enough"),
-            (true, Some(t)) if !(t.is_finite() && t > 0.0) => p.add(at("threshold_ms"), "must be a positive number of milliseconds"),
+            (true, None) => p.add(
+                at("threshold_ms"),
+                "missing: latency_under needs threshold_ms, the latency that counts as fast enough",
+            ),
+            (true, Some(t)) if !(t.is_finite() && t > 0.0) => p.add(
+                at("threshold_ms"),
+                "must be a positive number of milliseconds",
+            ),
             (false, Some(_)) => p.add(at("threshold_ms"), "applies only to metric latency_under"),
             _ => {}
         }
@@ -400,7 +505,10 @@ fn read_objective(
         p.add(at("feature"), "applies only to drift and data-quality metrics, which this version of slaguard does not compute");
     }
     if raw.range.is_some() {
-        p.add(at("range"), "applies only to data-quality metrics, which this version of slaguard does not compute");
+        p.add(
+            at("range"),
+            "applies only to data-quality metrics, which this version of slaguard does not compute",
+        );
     }
     match raw.alerting.as_deref() {
         None | Some("threshold") => {}
@@ -408,12 +516,18 @@ fn read_objective(
         Some(other) => p.add(at("alerting"), format!("unknown alerting `{other}`: use threshold or burn_rate")),
     }
     if raw.inhibits.is_some() {
-        p.add(at("inhibits"), "inhibition is not available in this version of slaguard");
+        p.add(
+            at("inhibits"),
+            "inhibition is not available in this version of slaguard",
+        );
     }
 
     let op = match raw.op.as_deref() {
         None => {
-            p.add(at("op"), "missing: say which side of the target is healthy (>=, >, <= or <)");
+            p.add(
+                at("op"),
+                "missing: say which side of the target is healthy (>=, >, <= or <)",
+            );
             None
         }
         Some(s) => {
@@ -437,9 +551,17 @@ fn read_objective(
     };
     if let (Some(op), Some(target)) = (op, target) {
         if let Some(w) = raw.warn_at {
-            let healthy_side = if op.higher_is_better() { w > target } else { w < target };
+            let healthy_side = if op.higher_is_better() {
+                w > target
+            } else {
+                w < target
+            };
             if !healthy_side {
-                let want = if op.higher_is_better() { "above" } else { "below" };
+                let want = if op.higher_is_better() {
+                    "above"
+                } else {
+                    "below"
+                };
                 p.add(
                     at("warn_at"),
                     format!("warn_at {w} must be {want} the target {target} (a warning comes before the target is missed, for op {})", op.symbol()),
@@ -447,16 +569,33 @@ fn read_objective(
             }
         }
         if let Some(r) = raw.resolve_at {
-            let ok = if op.higher_is_better() { r >= target } else { r <= target };
+            let ok = if op.higher_is_better() {
+                r >= target
+            } else {
+                r <= target
+            };
             if !ok {
-                let want = if op.higher_is_better() { "at or above" } else { "at or below" };
-                p.add(at("resolve_at"), format!("resolve_at {r} must be {want} the target {target} for op {}", op.symbol()));
+                let want = if op.higher_is_better() {
+                    "at or above"
+                } else {
+                    "at or below"
+                };
+                p.add(
+                    at("resolve_at"),
+                    format!(
+                        "resolve_at {r} must be {want} the target {target} for op {}",
+                        op.symbol()
+                    ),
+                );
             }
         }
     }
     let window = match raw.window.as_deref() {
         None => {
-            p.add(at("window"), "missing: the sliding window the metric is computed over, e.g. 1h");
+            p.add(
+                at("window"),
+                "missing: the sliding window the metric is computed over, e.g. 1h",
+            );
             None
         }
         Some(t) => match parse_duration(t) {
@@ -502,7 +641,9 @@ fn read_objective(
         resolve_at: raw.resolve_at,
         window,
         window_text,
-        min_samples: raw.min_samples.unwrap_or_else(|| metric.default_min_samples()),
+        min_samples: raw
+            .min_samples
+            .unwrap_or_else(|| metric.default_min_samples()),
         for_count: raw.for_count.unwrap_or(1).max(1),
         clear_for: raw.clear_for.unwrap_or(1).max(1),
         segment_by,

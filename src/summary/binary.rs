@@ -89,7 +89,8 @@ impl BinarySummary {
             self.scores.record(p, truth);
             let y = if truth { 1.0 } else { 0.0 };
             let pc = p.clamp(EPS, 1.0 - EPS);
-            self.log_loss.add(-(y * pc.ln() + (1.0 - y) * (1.0 - pc).ln()));
+            self.log_loss
+                .add(-(y * pc.ln() + (1.0 - y) * (1.0 - pc).ln()));
             self.brier.add((p - y) * (p - y));
         }
     }
@@ -110,10 +111,16 @@ impl BinarySummary {
             Metric::Recall => Measured::ratio(self.tp, self.tp + self.fn_, n),
             Metric::F1 => Measured::ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn_, n),
             Metric::PositiveRate => Measured::ratio(self.tp + self.fp, n, n),
-            Metric::RocAuc => Measured { value: self.scores.roc_auc(), samples: self.scored },
+            Metric::RocAuc => Measured {
+                value: self.scores.roc_auc(),
+                samples: self.scored,
+            },
             Metric::LogLoss => per_score(self.log_loss),
             Metric::Brier => per_score(self.brier),
-            _ => Measured { value: None, samples: 0 },
+            _ => Measured {
+                value: None,
+                samples: 0,
+            },
         }
     }
 }

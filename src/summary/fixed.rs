@@ -28,7 +28,11 @@ impl FixedSum {
     }
 
     fn quantize(x: f64) -> i128 {
-        let x = if x.is_nan() { 0.0 } else { x.clamp(-1e15, 1e15) };
+        let x = if x.is_nan() {
+            0.0
+        } else {
+            x.clamp(-1e15, 1e15)
+        };
         (x * SCALE).round() as i128
     }
 }

@@ -35,7 +35,10 @@ impl LabelSummary {
             Metric::LabelCoverage => Measured::ratio(self.joined, resolved, resolved),
             Metric::LabelDelayP50 => q(0.50),
             Metric::LabelDelayP95 => q(0.95),
-            _ => Measured { value: None, samples: 0 },
+            _ => Measured {
+                value: None,
+                samples: 0,
+            },
         }
     }
 }

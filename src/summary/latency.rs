@@ -169,7 +169,9 @@ mod tests {
         let mut hdr = Histogram::<u64>::new_with_bounds(1, MAX_VALUE, 3).expect("bounds");
         let mut x: u64 = 12345;
         for _ in 0..5000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let v = (x >> 40) % 2_000_000;
             ours.record(v);
             hdr.record(v).expect("in range");

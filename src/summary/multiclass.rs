@@ -27,7 +27,12 @@ impl MulticlassSummary {
     pub fn measure(&self, metric: Metric) -> Measured {
         let n = self.n;
         if metric == Metric::Accuracy {
-            let correct: u64 = self.cells.iter().filter(|((t, p), _)| t == p).map(|(_, c)| c).sum();
+            let correct: u64 = self
+                .cells
+                .iter()
+                .filter(|((t, p), _)| t == p)
+                .map(|(_, c)| c)
+                .sum();
             return Measured::ratio(correct, n, n);
         }
         let mut classes = BTreeSet::new();
@@ -44,7 +49,10 @@ impl MulticlassSummary {
             }
         }
         if classes.is_empty() {
-            return Measured { value: None, samples: 0 };
+            return Measured {
+                value: None,
+                samples: 0,
+            };
         }
         let div = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let mut total = 0.0;
@@ -58,10 +66,18 @@ impl MulticlassSummary {
                 Metric::MacroPrecision => div(tp, p),
                 Metric::MacroRecall => div(tp, t),
                 Metric::MacroF1 => div(2 * tp, t + p),
-                _ => return Measured { value: None, samples: 0 },
+                _ => {
+                    return Measured {
+                        value: None,
+                        samples: 0,
+                    }
+                }
             };
         }
-        Measured { value: Some(total / classes.len() as f64), samples: n }
+        Measured {
+            value: Some(total / classes.len() as f64),
+            samples: n,
+        }
     }
 }
 

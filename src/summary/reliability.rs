@@ -28,8 +28,14 @@ impl ReliabilitySummary {
                 value: Some(n as f64 / (window_ms as f64 / 1000.0)),
                 samples: n,
             },
-            Metric::RequestCount => Measured { value: Some(n as f64), samples: n },
-            _ => Measured { value: None, samples: 0 },
+            Metric::RequestCount => Measured {
+                value: Some(n as f64),
+                samples: n,
+            },
+            _ => Measured {
+                value: None,
+                samples: 0,
+            },
         }
     }
 }

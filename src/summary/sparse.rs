@@ -40,7 +40,9 @@ pub struct SparseCounts<K: Ord, V> {
 
 impl<K: Ord, V> Default for SparseCounts<K, V> {
     fn default() -> Self {
-        SparseCounts { map: BTreeMap::new() }
+        SparseCounts {
+            map: BTreeMap::new(),
+        }
     }
 }
 
@@ -84,6 +86,8 @@ impl<K: Ord + Serialize, V: Serialize> Serialize for SparseCounts<K, V> {
 impl<'de, K: Ord + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for SparseCounts<K, V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let pairs: Vec<(K, V)> = Vec::deserialize(d)?;
-        Ok(SparseCounts { map: pairs.into_iter().collect() })
+        Ok(SparseCounts {
+            map: pairs.into_iter().collect(),
+        })
     }
 }
