@@ -65,6 +65,15 @@ impl Interner {
         id
     }
 
+    fn rebuild(&mut self) {
+        self.ids = self
+            .values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.clone(), i as u32))
+            .collect();
+    }
+
     fn lookup(&self, v: &str) -> Option<u32> {
         self.ids.get(v).copied()
     }
@@ -172,6 +181,11 @@ impl ModelState {
     }
 }
 
+/// An engine snapshot could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[error("engine snapshot: {0}")]
+pub struct SnapshotError(postcard::Error);
+
 /// Cumulative counters of the engine.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineStats {
@@ -263,6 +277,28 @@ impl Engine {
             state,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The engine's whole state as bytes (pending outputs excluded: poll them first).
+    pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        postcard::to_stdvec(&self.state).map_err(SnapshotError)
+    }
+
+    /// An engine continuing from `snapshot`, taken from an engine with the same config.
+    pub fn restore(config: Arc<SlaConfig>, snapshot: &[u8]) -> Result<Engine, SnapshotError> {
+        let mut state: State = postcard::from_bytes(snapshot).map_err(SnapshotError)?;
+        state.join.rebuild_index();
+        for m in &mut state.models {
+            m.classes.rebuild();
+            m.values.iter_mut().for_each(Interner::rebuild);
+        }
+        let every = config.defaults.evaluate_every.max(1);
+        Ok(Engine {
+            config,
+            every,
+            state,
+            outputs: VecDeque::new(),
+        })
     }
 
     pub fn config(&self) -> &SlaConfig {
@@ -715,7 +751,7 @@ impl Engine {
                 let mut keys: BTreeSet<SegmentKey> = BTreeSet::new();
                 keys.insert(Box::new([]));
                 if !series.dims.is_empty() {
-                    keys.extend(series.keys().cloned());
+                    keys.extend(series.keys_with_data().cloned());
                 }
                 keys.extend(os.trackers.keys().cloned());
                 for key in keys {

@@ -1,5 +1,6 @@
 //! The `slaguard` command line: parses arguments, runs a shell, reports errors.
 
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -185,47 +186,59 @@ fn replay(
     let secs = started.elapsed().as_secs_f64();
     let s = engine.stats();
     let j = engine.join_stats();
-    println!(
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
         "replay finished in {secs:.2}s: {:.0} events/s",
         counts.lines as f64 / secs.max(1e-9)
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  events        {} inferences, {} labels, {} acks",
         s.inferences, s.labels, s.acks
     );
-    println!("  dead letters  {}", counts.dead_letters);
-    println!(
+    let _ = writeln!(text, "  dead letters  {}", counts.dead_letters);
+    let _ = writeln!(
+        text,
         "  late          {} inferences, {} labels ({} facts missed every window)",
         s.late_inferences, s.late_labels, s.too_late
     );
-    println!("  joined        {}", j.matched);
-    println!("  unlabeled     {} (label TTL ran out)", j.unlabeled);
-    println!(
+    let _ = writeln!(text, "  joined        {}", j.matched);
+    let _ = writeln!(text, "  unlabeled     {} (label TTL ran out)", j.unlabeled);
+    let _ = writeln!(
+        text,
         "  duplicates    {} predictions, {} labels",
         j.duplicate_predictions, j.duplicate_labels
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  unmatched     {} labels without a prediction, {} for failed requests",
         j.unmatched_labels, j.labels_for_failed
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  evicted       {} predictions, {} labels (max_pending)",
         j.evicted_predictions, j.evicted_labels
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  pending       {} predictions still waiting at the end",
         engine.pending_predictions()
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  incidents     {} opened, {} resolved",
         s.incidents_opened, s.incidents_resolved
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  outputs       {} snapshots, {} breach events in {}",
         counts.metrics,
         counts.breaches,
         out.display()
     );
+    // A closed stdout (a pipe into `head`) is not an error of the replay.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(())
 }
 

@@ -61,7 +61,8 @@ pub struct ReplayCounts {
     pub bytes: u64,
 }
 
-enum Decoded {
+/// A decoded input event.
+pub enum Decoded {
     Inference(Inference),
     Label(Label),
     Ack(Ack),
@@ -87,7 +88,6 @@ struct Cursor {
     buf: Vec<u8>,
     next: Option<Decoded>,
     done: bool,
-    source: Option<SourceId>,
 }
 
 impl Cursor {
@@ -106,7 +106,6 @@ impl Cursor {
             buf: Vec::with_capacity(1024),
             next: None,
             done: false,
-            source: None,
         })
     }
 
@@ -255,6 +254,97 @@ impl OutputFiles {
     }
 }
 
+/// The input files merged by event time: yields each decoded event once, in order (ties go
+/// to inferences, then labels, then acks), and sends undecodable lines to dead letters.
+pub struct MergedInputs {
+    cursors: Vec<Cursor>,
+    sources: Vec<Option<SourceId>>,
+}
+
+/// One step of a merged replay.
+pub enum Step {
+    /// A decoded event; apply it with [`MergedInputs::apply`].
+    Event(usize, Decoded),
+    /// The input file that registered this source has ended.
+    Ended(SourceId),
+}
+
+impl MergedInputs {
+    /// Opens the inputs; `register` gives each data input (inferences, labels) its source.
+    pub fn open(
+        inputs: &ReplayInputs,
+        mut register: impl FnMut() -> SourceId,
+    ) -> Result<MergedInputs, ReplayError> {
+        let mut cursors = vec![
+            Cursor::open(InputKind::Inferences, &inputs.inferences)?,
+            Cursor::open(InputKind::Labels, &inputs.labels)?,
+        ];
+        if let Some(acks) = &inputs.acks {
+            cursors.push(Cursor::open(InputKind::Acks, acks)?);
+        }
+        let sources = cursors
+            .iter()
+            .map(|c| (c.kind != InputKind::Acks).then(&mut register))
+            .collect();
+        Ok(MergedInputs { cursors, sources })
+    }
+
+    /// The next step, or `None` when every input is exhausted. `dead` collects the lines
+    /// that could not be decoded, in reading order.
+    pub fn next(
+        &mut self,
+        counts: &mut ReplayCounts,
+        dead: &mut Vec<DeadLetter>,
+    ) -> Result<Option<Step>, ReplayError> {
+        for (i, c) in self.cursors.iter_mut().enumerate() {
+            let was_exhausted = c.exhausted();
+            c.fill(counts, dead)?;
+            if c.exhausted() && !was_exhausted {
+                if let Some(s) = self.sources[i] {
+                    return Ok(Some(Step::Ended(s)));
+                }
+            }
+        }
+        let Some(i) = self
+            .cursors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.next.as_ref().map(|d| (d.time(), i)))
+            .min()
+            .map(|(_, i)| i)
+        else {
+            return Ok(None);
+        };
+        let Some(event) = self.cursors[i].next.take() else {
+            return Ok(None);
+        };
+        counts.event_time = Some(
+            counts
+                .event_time
+                .map_or(event.time(), |t| t.max(event.time())),
+        );
+        Ok(Some(Step::Event(i, event)))
+    }
+
+    /// Hands `event` (from input `i`) to the engine; a rejection becomes a dead letter.
+    pub fn apply(&self, engine: &mut Engine, i: usize, event: Decoded) -> Option<DeadLetter> {
+        let c = &self.cursors[i];
+        let source = self.sources[i].unwrap_or(SourceId(i));
+        let result: Result<(), Reason> = match event {
+            Decoded::Inference(e) => engine.handle_inference(source, &e),
+            Decoded::Label(e) => engine.handle_label(source, &e),
+            Decoded::Ack(mut e) => {
+                e.origin = Some(c.origin());
+                engine.handle_ack(e)
+            }
+        };
+        result.err().map(|reason| DeadLetter {
+            origin: c.origin(),
+            reason,
+        })
+    }
+}
+
 /// Replays `inputs` through a new engine, writing outputs to `out_dir`. `progress` is called
 /// every `progress_every` lines with the counts so far. Returns the engine (for its
 /// counters) and the final counts.
@@ -267,67 +357,23 @@ pub fn replay_files(
 ) -> Result<(Engine, ReplayCounts), ReplayError> {
     let mut engine = Engine::new(Arc::clone(&config));
     let mut out = OutputFiles::create(out_dir, &config.sla_version)?;
+    let mut merged = MergedInputs::open(inputs, || engine.add_source())?;
     let mut counts = ReplayCounts::default();
-    let mut cursors = vec![
-        Cursor::open(InputKind::Inferences, &inputs.inferences)?,
-        Cursor::open(InputKind::Labels, &inputs.labels)?,
-    ];
-    if let Some(acks) = &inputs.acks {
-        cursors.push(Cursor::open(InputKind::Acks, acks)?);
-    }
-    for c in &mut cursors {
-        if c.kind != InputKind::Acks {
-            c.source = Some(engine.add_source());
-        }
-    }
     let mut next_progress = progress_every.max(1);
     let mut dead = Vec::new();
     loop {
-        for c in &mut cursors {
-            let was_exhausted = c.exhausted();
-            c.fill(&mut counts, &mut dead)?;
-            for d in dead.drain(..) {
-                out.write(&Output::DeadLetter(d), &mut counts)?;
-            }
-            if c.exhausted() && !was_exhausted {
-                if let Some(s) = c.source {
-                    engine.end_source(s);
+        let step = merged.next(&mut counts, &mut dead)?;
+        for d in dead.drain(..) {
+            out.write(&Output::DeadLetter(d), &mut counts)?;
+        }
+        match step {
+            None => break,
+            Some(Step::Ended(s)) => engine.end_source(s),
+            Some(Step::Event(i, event)) => {
+                if let Some(d) = merged.apply(&mut engine, i, event) {
+                    out.write(&Output::DeadLetter(d), &mut counts)?;
                 }
             }
-        }
-        // The earliest next event; ties go to inferences, then labels, then acks.
-        let Some(i) = cursors
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.next.as_ref().map(|d| (d.time(), i)))
-            .min()
-            .map(|(_, i)| i)
-        else {
-            break;
-        };
-        let c = &mut cursors[i];
-        let Some(event) = c.next.take() else { break };
-        counts.event_time = Some(
-            counts
-                .event_time
-                .map_or(event.time(), |t| t.max(event.time())),
-        );
-        let result: Result<(), Reason> = match event {
-            Decoded::Inference(e) => engine.handle_inference(c.source.unwrap_or(SourceId(0)), &e),
-            Decoded::Label(e) => engine.handle_label(c.source.unwrap_or(SourceId(1)), &e),
-            Decoded::Ack(mut e) => {
-                e.origin = Some(c.origin());
-                engine.handle_ack(e)
-            }
-        };
-        if let Err(reason) = result {
-            out.write(
-                &Output::DeadLetter(DeadLetter {
-                    origin: c.origin(),
-                    reason,
-                }),
-                &mut counts,
-            )?;
         }
         while let Some(o) = engine.poll_output() {
             out.write(&o, &mut counts)?;

@@ -139,6 +139,21 @@ impl AnyWindow {
         }
     }
 
+    /// The current window (as of the last advance) holds at least one event.
+    fn has_data(&self) -> bool {
+        use crate::summary::Summary;
+        use AnyWindow as W;
+        match self {
+            W::Binary(w) => !w.aggregate().is_empty(),
+            W::Multiclass(w) => !w.aggregate().is_empty(),
+            W::Regression(w) => !w.aggregate().is_empty(),
+            W::Latency(w) => !w.aggregate().is_empty(),
+            W::LatencyUnder(w) => !w.aggregate().is_empty(),
+            W::Reliability(w) => !w.aggregate().is_empty(),
+            W::Labels(w) => !w.aggregate().is_empty(),
+        }
+    }
+
     fn is_idle(&self) -> bool {
         use AnyWindow as W;
         match self {
@@ -259,9 +274,12 @@ impl Series {
         }
     }
 
-    /// Segment keys with a window, the whole model (empty key) first.
-    pub fn keys(&self) -> impl Iterator<Item = &SegmentKey> {
-        self.windows.keys()
+    /// Segment keys whose current window holds data, the whole model (empty key) first.
+    pub fn keys_with_data(&self) -> impl Iterator<Item = &SegmentKey> {
+        self.windows
+            .iter()
+            .filter(|(_, w)| w.has_data())
+            .map(|(k, _)| k)
     }
 
     pub fn segment_count(&self) -> usize {
