@@ -206,6 +206,9 @@ pub struct EngineStats {
     pub incidents_opened: u64,
     pub incidents_resolved: u64,
     pub acks_repeated: u64,
+    /// Acks accepted (counted in `acks`) that matched no open incident when applied and
+    /// became dead letters.
+    pub acks_unmatched: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -872,6 +875,7 @@ impl Engine {
                     line: 0,
                 },
             };
+            self.state.stats.acks_unmatched += 1;
             self.outputs.push_back(Output::DeadLetter(DeadLetter {
                 origin: Origin {
                     input: InputKind::Acks,

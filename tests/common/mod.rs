@@ -1,0 +1,92 @@
+//! Helpers shared by the integration tests: writing scenarios and replaying them.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+use slaguard::config;
+use slaguard::engine::Engine;
+use slaguard::replay::{replay_files, ReplayCounts, ReplayInputs};
+use slaguard::scenario::{self, ScenarioSpec};
+
+/// The golden scenario of tests/fixtures/golden: 3 hours, 2 inferences/s per model, seed 7.
+pub fn golden_spec() -> ScenarioSpec {
+    ScenarioSpec {
+        duration_ms: 3 * 3_600_000,
+        rate: 2.0,
+        seed: 7,
+        bad_lines: true,
+        ..ScenarioSpec::default()
+    }
+}
+
+pub fn write_scenario(dir: &Path, spec: &ScenarioSpec) -> ReplayInputs {
+    let create =
+        |name: &str| BufWriter::new(File::create(dir.join(name)).expect("create scenario file"));
+    let (mut i, mut l, mut a) = (
+        create("inferences.jsonl"),
+        create("labels.jsonl"),
+        create("acks.jsonl"),
+    );
+    scenario::generate(spec, &mut i, &mut l, &mut a).expect("generate");
+    for w in [&mut i, &mut l, &mut a] {
+        w.flush().expect("flush");
+    }
+    std::fs::write(dir.join("sla.yaml"), scenario::sla_yaml(spec)).expect("write sla");
+    inputs(dir)
+}
+
+pub fn inputs(dir: &Path) -> ReplayInputs {
+    ReplayInputs {
+        inferences: dir.join("inferences.jsonl"),
+        labels: dir.join("labels.jsonl"),
+        acks: Some(dir.join("acks.jsonl")).filter(|p| p.exists()),
+    }
+}
+
+pub fn load_config(path: &Path) -> Arc<config::SlaConfig> {
+    Arc::new(config::load(path).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Replays the scenario in `dir` into `dir/<out>`.
+pub fn replay(dir: &Path, out: &str) -> (Engine, ReplayCounts, PathBuf) {
+    let cfg = load_config(&dir.join("sla.yaml"));
+    let out_dir = dir.join(out);
+    let (engine, counts) =
+        replay_files(cfg, &inputs(dir), &out_dir, u64::MAX, |_| {}).expect("replay");
+    (engine, counts, out_dir)
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+        .collect()
+}
+
+pub fn millis(v: &Value) -> i64 {
+    match v {
+        Value::String(s) => slaguard::time::parse_rfc3339(s).expect("RFC 3339 event_time"),
+        other => other.as_i64().expect("epoch ms"),
+    }
+}
+
+/// `{"region": "eu-west"}` → `region=eu-west` (sorted), `{}` → empty.
+pub fn segment_key(v: &Value) -> String {
+    let mut parts: Vec<String> = v
+        .as_object()
+        .expect("segment object")
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().expect("segment value")))
+        .collect();
+    parts.sort();
+    parts.join(",")
+}
+
+pub fn minute_of(start: i64, v: &Value) -> i64 {
+    (millis(v) - start) / 60_000
+}
