@@ -417,21 +417,22 @@ fn read_model(
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     for (i, ov) in raw.objectives.iter().enumerate() {
         let opath = format!("{path}.objectives[{i}]");
+        // Names are checked on the raw entry so that a duplicate is found even when
+        // either objective has other problems.
+        if let Some(name) = ov.get("name").and_then(Value::as_str) {
+            if let Some(first) = names.insert(name.to_string(), i) {
+                p.add(
+                    format!("{opath}.name"),
+                    format!("objective `{name}` is already defined at {path}.objectives[{first}]"),
+                );
+            }
+        }
         let Some(task) = task else {
             // Still report the objective's own shape problems.
             let _ = p.read::<RawObjective>(ov, &opath);
             continue;
         };
         if let Some(o) = read_objective(p, ov, &opath, task, &raw.segment_by, defaults) {
-            if let Some(first) = names.insert(o.name.clone(), i) {
-                p.add(
-                    format!("{opath}.name"),
-                    format!(
-                        "objective `{}` is already defined at {path}.objectives[{first}]",
-                        o.name
-                    ),
-                );
-            }
             objectives.push(o);
         }
     }
@@ -626,8 +627,11 @@ fn read_objective(
     if raw.clear_for == Some(0) {
         p.add(at("clear_for"), "must be at least 1");
     }
+    // The model's own list was checked with the model.
+    if let Some(own) = &raw.segment_by {
+        check_dimensions(p, own, &at("segment_by"));
+    }
     let segment_by = raw.segment_by.unwrap_or_else(|| model_segments.to_vec());
-    check_dimensions(p, &segment_by, &at("segment_by"));
 
     let metric = metric?;
     let (window, window_text) = window?;
