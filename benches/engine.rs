@@ -1,1 +1,116 @@
-fn main() {}
+//! Hot paths of the engine: decoding, join, summary updates, window advance, metric
+//! evaluation, and a whole file replay. Run with `cargo bench --bench engine`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use slaguard::decode;
+use slaguard::join::JoinState;
+use slaguard::metric::Metric;
+use slaguard::replay::{replay_files, ReplayInputs};
+use slaguard::scenario::{self, ScenarioSpec};
+use slaguard::summary::{BinarySummary, LatencySummary};
+use slaguard::window::SlidingWindow;
+
+const LINE: &[u8] = br#"{"request_id":"f-123456","model_id":"fraud","model_version":"2.3.0","timestamp":"2026-11-01T12:00:00.123Z","latency_ms":41.27,"status":"ok","prediction":{"score":0.231877},"attributes":{"region":"eu-west"}}"#;
+
+fn decode_bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("inference_json", |b| b.iter(|| decode::inference(black_box(LINE))));
+    g.finish();
+}
+
+fn join_bench(c: &mut Criterion) {
+    let ids: Vec<String> = (0..10_000).map(|i| format!("r-{i}")).collect();
+    c.bench_function("join/insert_then_match_10k", |b| {
+        b.iter_batched(
+            || JoinState::<u32, u32>::new(1, 1_000_000),
+            |mut j| {
+                for (i, id) in ids.iter().enumerate() {
+                    j.insert_prediction(0, id, i as i64, 3_600_000, 1);
+                }
+                for (i, id) in ids.iter().enumerate() {
+                    black_box(j.insert_label(0, id, i as i64 + 1000, 60_000, 1));
+                }
+                j
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn summary_bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("summary");
+    g.throughput(Throughput::Elements(1));
+    let mut s = BinarySummary::default();
+    let mut x = 0.1f64;
+    g.bench_function("binary_record", |b| {
+        b.iter(|| {
+            x = (x * 1.618_033).fract();
+            s.record(x > 0.3, x >= 0.5, Some(x));
+        })
+    });
+    let mut l = LatencySummary::default();
+    g.bench_function("latency_record", |b| {
+        b.iter(|| {
+            x = (x * 1.618_033).fract();
+            l.record(x * 400.0);
+        })
+    });
+    g.finish();
+}
+
+fn window_bench(c: &mut Criterion) {
+    // A 1h window of 1m intervals holding `per_interval` latencies each: advancing by one
+    // instant costs the same whatever the volume.
+    for per_interval in [20u64, 20_000] {
+        let mut w: SlidingWindow<LatencySummary> = SlidingWindow::new(60);
+        let mut x = 0.1f64;
+        for k in 0..200 {
+            for _ in 0..per_interval {
+                x = (x * 1.618_033).fract();
+                w.record(k, |s| s.record(x * 400.0));
+            }
+        }
+        w.advance_to(100);
+        c.bench_function(&format!("window/advance_and_p99_1h_{}_events", per_interval * 60), |b| {
+            b.iter_batched(
+                || w.clone(),
+                |mut w| black_box(w.advance_to(101).measure(Metric::LatencyP99)),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    let mut s = BinarySummary::default();
+    let mut x = 0.1f64;
+    for _ in 0..1_000_000 {
+        x = (x * 1.618_033).fract();
+        s.record(x > 0.3, x >= 0.5, Some(x));
+    }
+    c.bench_function("metric/roc_auc_1m_outcomes", |b| b.iter(|| black_box(s.measure(Metric::RocAuc))));
+}
+
+fn replay_bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = ScenarioSpec { duration_ms: 3_600_000, rate: 10.0, ..ScenarioSpec::default() };
+    let mut inf = Vec::new();
+    let mut lab = Vec::new();
+    let mut ack = Vec::new();
+    let counts = scenario::generate(&spec, &mut inf, &mut lab, &mut ack).expect("generate");
+    std::fs::write(dir.path().join("i.jsonl"), inf).expect("write");
+    std::fs::write(dir.path().join("l.jsonl"), lab).expect("write");
+    let cfg = Arc::new(slaguard::config::parse(&scenario::sla_yaml(&spec), "sla.yaml", None).expect("valid"));
+    let inputs = ReplayInputs { inferences: dir.path().join("i.jsonl"), labels: dir.path().join("l.jsonl"), acks: None };
+    let mut g = c.benchmark_group("replay");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(counts.inferences + counts.labels));
+    g.bench_function("file_1h_two_models", |b| {
+        b.iter(|| replay_files(Arc::clone(&cfg), &inputs, &dir.path().join("out"), u64::MAX, |_| {}).expect("replay"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode_bench, join_bench, summary_bench, window_bench, replay_bench);
+criterion_main!(benches);

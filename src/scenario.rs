@@ -6,6 +6,7 @@
 //!   one segment);
 //! - 130–140: 25% of fraud requests fail (an error burst);
 //! - 160–170: eta latency is six times its usual (a latency spike).
+//!
 //! Around them: delayed labels (some never come, some after the TTL, some before their
 //! prediction), duplicate lines, and, when asked, malformed lines of every kind.
 //!

@@ -106,7 +106,7 @@ fn outputs_are_valid_records_of_their_schemas() {
         for line in lines.iter().take(500) {
             let value = to_avro(line, &s);
             writer
-                .append(value)
+                .append_value(value)
                 .unwrap_or_else(|e| panic!("{file}: {line} is not a valid {name}: {e}"));
         }
         let bytes = writer.into_inner().expect("avro container");
