@@ -18,7 +18,9 @@ const LINE: &[u8] = br#"{"request_id":"f-123456","model_id":"fraud","model_versi
 fn decode_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("inference_json", |b| b.iter(|| decode::inference(black_box(LINE))));
+    g.bench_function("inference_json", |b| {
+        b.iter(|| decode::inference(black_box(LINE)))
+    });
     g.finish();
 }
 
@@ -75,13 +77,16 @@ fn window_bench(c: &mut Criterion) {
             }
         }
         w.advance_to(100);
-        c.bench_function(&format!("window/advance_and_p99_1h_{}_events", per_interval * 60), |b| {
-            b.iter_batched(
-                || w.clone(),
-                |mut w| black_box(w.advance_to(101).measure(Metric::LatencyP99)),
-                BatchSize::LargeInput,
-            )
-        });
+        c.bench_function(
+            &format!("window/advance_and_p99_1h_{}_events", per_interval * 60),
+            |b| {
+                b.iter_batched(
+                    || w.clone(),
+                    |mut w| black_box(w.advance_to(101).measure(Metric::LatencyP99)),
+                    BatchSize::LargeInput,
+                )
+            },
+        );
     }
     let mut s = BinarySummary::default();
     let mut x = 0.1f64;
@@ -89,28 +94,56 @@ fn window_bench(c: &mut Criterion) {
         x = (x * 1.618_033).fract();
         s.record(x > 0.3, x >= 0.5, Some(x));
     }
-    c.bench_function("metric/roc_auc_1m_outcomes", |b| b.iter(|| black_box(s.measure(Metric::RocAuc))));
+    c.bench_function("metric/roc_auc_1m_outcomes", |b| {
+        b.iter(|| black_box(s.measure(Metric::RocAuc)))
+    });
 }
 
 fn replay_bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec = ScenarioSpec { duration_ms: 3_600_000, rate: 10.0, ..ScenarioSpec::default() };
+    let spec = ScenarioSpec {
+        duration_ms: 3_600_000,
+        rate: 10.0,
+        ..ScenarioSpec::default()
+    };
     let mut inf = Vec::new();
     let mut lab = Vec::new();
     let mut ack = Vec::new();
     let counts = scenario::generate(&spec, &mut inf, &mut lab, &mut ack).expect("generate");
     std::fs::write(dir.path().join("i.jsonl"), inf).expect("write");
     std::fs::write(dir.path().join("l.jsonl"), lab).expect("write");
-    let cfg = Arc::new(slaguard::config::parse(&scenario::sla_yaml(&spec), "sla.yaml", None).expect("valid"));
-    let inputs = ReplayInputs { inferences: dir.path().join("i.jsonl"), labels: dir.path().join("l.jsonl"), acks: None };
+    let cfg = Arc::new(
+        slaguard::config::parse(&scenario::sla_yaml(&spec), "sla.yaml", None).expect("valid"),
+    );
+    let inputs = ReplayInputs {
+        inferences: dir.path().join("i.jsonl"),
+        labels: dir.path().join("l.jsonl"),
+        acks: None,
+    };
     let mut g = c.benchmark_group("replay");
     g.sample_size(10);
     g.throughput(Throughput::Elements(counts.inferences + counts.labels));
     g.bench_function("file_1h_two_models", |b| {
-        b.iter(|| replay_files(Arc::clone(&cfg), &inputs, &dir.path().join("out"), u64::MAX, |_| {}).expect("replay"))
+        b.iter(|| {
+            replay_files(
+                Arc::clone(&cfg),
+                &inputs,
+                &dir.path().join("out"),
+                u64::MAX,
+                |_| {},
+            )
+            .expect("replay")
+        })
     });
     g.finish();
 }
 
-criterion_group!(benches, decode_bench, join_bench, summary_bench, window_bench, replay_bench);
+criterion_group!(
+    benches,
+    decode_bench,
+    join_bench,
+    summary_bench,
+    window_bench,
+    replay_bench
+);
 criterion_main!(benches);

@@ -168,3 +168,143 @@ impl BreachTracker {
         self.open.is_none() && self.breaching_run == 0 && self.healthy_run == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metric::{Family, Metric, Op};
+
+    fn objective(for_count: u32, clear_for: u32, resolve_at: Option<f64>) -> Objective {
+        Objective {
+            name: "acc".into(),
+            metric: Metric::Accuracy,
+            family: Family::Binary,
+            op: Op::Ge,
+            target: 0.8,
+            warn_at: Some(0.9),
+            resolve_at,
+            window: 60_000,
+            window_text: "1m".into(),
+            min_samples: 10,
+            for_count,
+            clear_for,
+            segment_by: vec![],
+            threshold_ms: None,
+            description: None,
+        }
+    }
+
+    /// Feeds values (None = too few samples) and returns the transitions by index.
+    fn run(o: &Objective, values: &[Option<f64>]) -> Vec<(usize, &'static str, Severity)> {
+        let mut t = BreachTracker::default();
+        let mut out = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            let m = Measured {
+                value: *v,
+                samples: if v.is_some() { 100 } else { 3 },
+            };
+            let state = assess(o, m);
+            let tr = t.step(o, state, m, i as i64, || format!("inc-{i}"));
+            match tr {
+                Some(Transition::Opened(inc)) => out.push((i, "opened", inc.severity)),
+                Some(Transition::SeverityChanged { incident, .. }) => {
+                    out.push((i, "severity_changed", incident.severity))
+                }
+                Some(Transition::Resolved(inc)) => out.push((i, "resolved", inc.severity)),
+                None => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn for_and_clear_for_count_consecutive_evaluations() {
+        let o = objective(2, 2, None);
+        let got = run(
+            &o,
+            &[
+                Some(0.7),
+                Some(0.95),
+                Some(0.7),
+                Some(0.7),
+                Some(0.95),
+                Some(0.7),
+                Some(0.95),
+                Some(0.95),
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                (3, "opened", Severity::Critical),
+                (7, "resolved", Severity::Critical)
+            ]
+        );
+    }
+
+    #[test]
+    fn severity_changes_stay_on_one_incident() {
+        let o = objective(1, 1, None);
+        let got = run(&o, &[Some(0.85), Some(0.7), Some(0.85), Some(0.95)]);
+        assert_eq!(
+            got,
+            vec![
+                (0, "opened", Severity::Warning),
+                (1, "severity_changed", Severity::Critical),
+                (2, "severity_changed", Severity::Warning),
+                (3, "resolved", Severity::Warning)
+            ]
+        );
+    }
+
+    #[test]
+    fn resolve_at_adds_hysteresis() {
+        let o = objective(1, 1, Some(0.95));
+        // 0.92 is ok (past warn_at 0.9) but not past resolve_at 0.95: still open.
+        let got = run(&o, &[Some(0.7), Some(0.92), Some(0.92), Some(0.96)]);
+        assert_eq!(
+            got,
+            vec![
+                (0, "opened", Severity::Critical),
+                (3, "resolved", Severity::Critical)
+            ]
+        );
+    }
+
+    #[test]
+    fn insufficient_data_neither_opens_nor_resolves_and_breaks_runs() {
+        let o = objective(2, 2, None);
+        let got = run(
+            &o,
+            &[
+                Some(0.7),
+                None,
+                Some(0.7),
+                Some(0.7),
+                None,
+                None,
+                Some(0.95),
+                None,
+                Some(0.95),
+                Some(0.95),
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                (3, "opened", Severity::Critical),
+                (9, "resolved", Severity::Critical)
+            ]
+        );
+    }
+
+    #[test]
+    fn incident_ids_derive_from_content() {
+        let seg = Segment(vec![("region".into(), "eu".into())]);
+        let a = incident_id("fraud", "auc", &seg, 1000);
+        assert_eq!(a, incident_id("fraud", "auc", &seg, 1000));
+        assert_ne!(a, incident_id("fraud", "auc", &seg, 2000));
+        assert_ne!(a, incident_id("fraud", "auc", &Segment::default(), 1000));
+        assert_eq!(a.len(), 32);
+    }
+}

@@ -193,6 +193,17 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                 Some(Entry::Guard { .. }) => self.stats.evicted_guards += 1,
                 None => {}
             }
+            let evicted = self.stats.evicted_predictions
+                + self.stats.evicted_labels
+                + self.stats.evicted_guards;
+            // Logged at 1, 2, 4, 8, … evictions: visible at once, bounded in volume.
+            if evicted.is_power_of_two() {
+                tracing::warn!(
+                    evicted,
+                    max_pending = self.max_pending,
+                    "join state full: evicting the entry nearest its deadline (raise defaults.max_pending)"
+                );
+            }
         }
     }
 
