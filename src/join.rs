@@ -207,14 +207,15 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         }
     }
 
+    /// Removes the entry for `key`, with its place in the expiry index.
+    fn take(&mut self, model: u32, key: &str) -> Option<Entry<P, L>> {
+        let old = self.entries.get_mut(model as usize)?.remove(key)?;
+        self.index.remove(&old.slot());
+        Some(old)
+    }
+
     fn replace_with_guard(&mut self, model: u32, key: &str, failed: bool, deadline: Millis) {
-        if let Some(old) = self
-            .entries
-            .get_mut(model as usize)
-            .and_then(|m| m.remove(key))
-        {
-            self.index.remove(&old.slot());
-        }
+        self.take(model, key);
         let seq = self.seq();
         self.put(
             model,
@@ -275,13 +276,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                 } else {
                     // The early label's wait is over: it is unmatched, the prediction waits anew.
                     self.stats.unmatched_labels += 1;
-                    if let Some(old) = self
-                        .entries
-                        .get_mut(model as usize)
-                        .and_then(|m| m.remove(key))
-                    {
-                        self.index.remove(&old.slot());
-                    }
+                    self.take(model, key);
                     let seq = self.seq();
                     self.put(
                         model,
@@ -365,13 +360,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                         label_time: time,
                     })
                 } else {
-                    if let Some(old) = self
-                        .entries
-                        .get_mut(model as usize)
-                        .and_then(|m| m.remove(key))
-                    {
-                        self.index.remove(&old.slot());
-                    }
+                    self.take(model, key);
                     self.stats.unlabeled += 1;
                     let seq = self.seq();
                     let label_deadline = time.saturating_add(early_ttl);
