@@ -172,18 +172,51 @@ fn non_empty(field: &str, s: Cow<'_, str>) -> Result<String, Reason> {
 /// Decodes one JSON inference event.
 pub fn inference(bytes: &[u8]) -> Result<Inference, Reason> {
     let raw: RawInference = from_json(bytes)?;
-    let status = match raw.status.as_deref() {
-        None | Some("ok") => Status::Ok,
-        Some("error") => Status::Error,
-        Some("timeout") => Status::Timeout,
-        Some(other) => {
-            return Err(Reason::invalid(
-                "status",
-                format!("`{other}` is not one of ok, error, timeout"),
-            ))
-        }
+    let attributes = raw
+        .attributes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v.0)))
+        .collect();
+    let event = Inference {
+        request_id: raw.request_id.into_owned(),
+        model_id: raw.model_id.into_owned(),
+        model_version: raw.model_version.map(Cow::into_owned),
+        timestamp: raw.timestamp.0,
+        latency_ms: raw.latency_ms,
+        status: status(raw.status.as_deref())?,
+        prediction: raw.prediction.map(|p| Prediction {
+            score: p.score,
+            label: p.label.map(|t| t.0),
+            value: p.value,
+        }),
+        attributes,
     };
-    if let Some(l) = raw.latency_ms {
+    check_inference(&event)?;
+    Ok(event)
+}
+
+/// Reads a status; absent means `ok`.
+pub fn status(text: Option<&str>) -> Result<Status, Reason> {
+    match text {
+        None | Some("ok") => Ok(Status::Ok),
+        Some("error") => Ok(Status::Error),
+        Some("timeout") => Ok(Status::Timeout),
+        Some(other) => Err(Reason::invalid(
+            "status",
+            format!("`{other}` is not one of ok, error, timeout"),
+        )),
+    }
+}
+
+/// Checks that hold for an inference in any encoding.
+pub fn check_inference(e: &Inference) -> Result<(), Reason> {
+    for (field, value) in [("request_id", &e.request_id), ("model_id", &e.model_id)] {
+        if value.trim().is_empty() {
+            return Err(Reason::invalid(field, "must not be empty"));
+        }
+    }
+    if let Some(l) = e.latency_ms {
         if !(l.is_finite() && l >= 0.0) {
             return Err(Reason::invalid(
                 "latency_ms",
@@ -191,12 +224,7 @@ pub fn inference(bytes: &[u8]) -> Result<Inference, Reason> {
             ));
         }
     }
-    let prediction = raw.prediction.map(|p| Prediction {
-        score: p.score,
-        label: p.label.map(|t| t.0),
-        value: p.value,
-    });
-    if let Some(s) = prediction.as_ref().and_then(|p| p.score) {
+    if let Some(s) = e.prediction.as_ref().and_then(|p| p.score) {
         if !(0.0..=1.0).contains(&s) {
             return Err(Reason::invalid(
                 "prediction.score",
@@ -204,67 +232,81 @@ pub fn inference(bytes: &[u8]) -> Result<Inference, Reason> {
             ));
         }
     }
-    let attributes = raw
-        .attributes
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v.0)))
-        .collect();
-    Ok(Inference {
-        request_id: non_empty("request_id", raw.request_id)?,
-        model_id: non_empty("model_id", raw.model_id)?,
-        model_version: raw.model_version.map(Cow::into_owned),
-        timestamp: raw.timestamp.0,
-        latency_ms: raw.latency_ms,
-        status,
-        prediction,
-        attributes,
-    })
+    Ok(())
+}
+
+/// Checks that hold for a label in any encoding.
+pub fn check_label(e: &Label) -> Result<(), Reason> {
+    for (field, value) in [("request_id", &e.request_id), ("model_id", &e.model_id)] {
+        if value.trim().is_empty() {
+            return Err(Reason::invalid(field, "must not be empty"));
+        }
+    }
+    if e.label.is_none() && e.value.is_none() {
+        return Err(Reason::MissingField("label".to_string()));
+    }
+    Ok(())
 }
 
 /// Decodes one JSON label event.
 pub fn label(bytes: &[u8]) -> Result<Label, Reason> {
     let raw: RawLabel = from_json(bytes)?;
-    if raw.label.is_none() && raw.value.is_none() {
-        return Err(Reason::MissingField("label".to_string()));
-    }
-    Ok(Label {
-        request_id: non_empty("request_id", raw.request_id)?,
-        model_id: non_empty("model_id", raw.model_id)?,
+    let event = Label {
+        request_id: raw.request_id.into_owned(),
+        model_id: raw.model_id.into_owned(),
         timestamp: raw.timestamp.0,
         label: raw.label.map(|t| t.0),
         value: raw.value,
-    })
+    };
+    check_label(&event)?;
+    Ok(event)
+}
+
+/// Reads an ack's action.
+pub fn ack_action(text: &str) -> Result<AckAction, Reason> {
+    match text {
+        "acknowledge" | "ack" => Ok(AckAction::Acknowledge),
+        "resolve" => Ok(AckAction::Resolve),
+        other => Err(Reason::invalid(
+            "action",
+            format!("`{other}` is not acknowledge or resolve"),
+        )),
+    }
+}
+
+/// Which incident an ack names: by id, or by model, objective and segment.
+pub fn ack_target(
+    incident_id: Option<String>,
+    model_id: Option<String>,
+    objective: Option<String>,
+    segment: BTreeMap<String, String>,
+) -> Result<AckTarget, Reason> {
+    match (incident_id, model_id, objective) {
+        (Some(id), _, _) => Ok(AckTarget::Incident(non_empty(
+            "incident_id",
+            Cow::Owned(id),
+        )?)),
+        (None, Some(model_id), Some(objective)) => Ok(AckTarget::Objective {
+            model_id,
+            objective,
+            segment,
+        }),
+        (None, None, _) => Err(Reason::MissingField("incident_id".to_string())),
+        (None, Some(_), None) => Err(Reason::MissingField("objective".to_string())),
+    }
 }
 
 /// Decodes one JSON ack event.
 pub fn ack(bytes: &[u8]) -> Result<Ack, Reason> {
     let raw: RawAck = from_json(bytes)?;
-    let action = match raw.action.as_str() {
-        "acknowledge" | "ack" => AckAction::Acknowledge,
-        "resolve" => AckAction::Resolve,
-        other => {
-            return Err(Reason::invalid(
-                "action",
-                format!("`{other}` is not acknowledge or resolve"),
-            ))
-        }
-    };
-    let target = match (raw.incident_id, raw.model_id, raw.objective) {
-        (Some(id), _, _) => AckTarget::Incident(non_empty("incident_id", Cow::Owned(id))?),
-        (None, Some(model_id), Some(objective)) => AckTarget::Objective {
-            model_id,
-            objective,
-            segment: raw
-                .segment
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect(),
-        },
-        (None, None, _) => return Err(Reason::MissingField("incident_id".to_string())),
-        (None, Some(_), None) => return Err(Reason::MissingField("objective".to_string())),
-    };
+    let action = ack_action(&raw.action)?;
+    let segment = raw
+        .segment
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    let target = ack_target(raw.incident_id, raw.model_id, raw.objective, segment)?;
     Ok(Ack {
         target,
         action,
