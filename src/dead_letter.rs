@@ -54,6 +54,8 @@ pub struct Origin {
 pub enum Reason {
     #[error("not valid JSON: {0}")]
     NotJson(String),
+    #[error("not valid Avro for its schema: {0}")]
+    NotAvro(String),
     #[error("missing field `{0}`")]
     MissingField(String),
     #[error("field `{field}` has the wrong type: {detail}")]
@@ -81,6 +83,7 @@ impl Reason {
     pub fn code(&self) -> &'static str {
         match self {
             Reason::NotJson(_) => "not_json",
+            Reason::NotAvro(_) => "not_avro",
             Reason::MissingField(_) => "missing_field",
             Reason::WrongType { .. } => "wrong_type",
             Reason::BadTimestamp(_) => "bad_timestamp",

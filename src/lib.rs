@@ -5,7 +5,8 @@
 //! - [`time`]: event time, durations, RFC 3339.
 //! - [`config`]: the SLA file (SPEC §2), parsed once into typed, validated values.
 //! - [`metric`]: metric names, tasks, ops, and which summary family computes what.
-//! - [`event`] and [`decode`]: typed input events and their JSON decoding.
+//! - [`event`] and [`decode`]: typed input events and their JSON decoding; [`avro`]: the
+//!   Avro encoding of inputs and outputs.
 //! - [`dead_letter`]: rejected input with its position and reason.
 //! - [`join`]: predictions joined with delayed labels, TTLs, duplicates, bounded state.
 //! - [`watermark`]: event-time progress over input sources.
@@ -19,6 +20,7 @@
 //! - [`scenario`]: a synthetic, scripted scenario generator for tests, demos and benchmarks.
 //! - [`check`]: the human summary printed by `slaguard check`.
 
+pub mod avro;
 pub mod breach;
 pub mod check;
 pub mod config;
