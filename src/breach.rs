@@ -22,6 +22,8 @@ pub struct OpenIncident {
     pub opened_at: Millis,
     pub severity: Severity,
     pub acknowledged_at: Option<Millis>,
+    /// The model version serving when it opened (named by events caused by acks).
+    pub model_version: Option<String>,
 }
 
 /// What one evaluation changed, with the incident as it is after the change.
@@ -114,6 +116,7 @@ impl BreachTracker {
                             opened_at: at,
                             severity: sev,
                             acknowledged_at: None,
+                            model_version: None,
                         };
                         self.open = Some(incident.clone());
                         return Some(Transition::Opened(incident));

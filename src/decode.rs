@@ -10,8 +10,9 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use crate::dead_letter::Reason;
-use crate::event::{Ack, AckAction, AckTarget, Inference, Label, Prediction, Status};
+use crate::avro::{Codecs, Format};
+use crate::dead_letter::{InputKind, Reason};
+use crate::event::{Ack, AckAction, AckTarget, Event, Inference, Label, Prediction, Status};
 use crate::time::{parse_rfc3339, Millis};
 
 /// A timestamp: RFC 3339 string or integer epoch milliseconds.
@@ -167,6 +168,23 @@ fn non_empty(field: &str, s: Cow<'_, str>) -> Result<String, Reason> {
     } else {
         Ok(s.into_owned())
     }
+}
+
+/// Decodes one message of input `kind` in `format` (JSON here, Avro through `codecs`).
+pub fn event(
+    kind: InputKind,
+    format: Format,
+    bytes: &[u8],
+    codecs: &Codecs,
+) -> Result<Event, Reason> {
+    Ok(match (kind, format) {
+        (InputKind::Inferences, Format::Json) => Event::Inference(inference(bytes)?),
+        (InputKind::Labels, Format::Json) => Event::Label(label(bytes)?),
+        (InputKind::Acks, Format::Json) => Event::Ack(ack(bytes)?),
+        (InputKind::Inferences, f) => Event::Inference(codecs.inference(bytes, f)?),
+        (InputKind::Labels, f) => Event::Label(codecs.label(bytes, f)?),
+        (InputKind::Acks, f) => Event::Ack(codecs.ack(bytes, f)?),
+    })
 }
 
 /// Decodes one JSON inference event.

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::breach::{assess, incident_id, BreachTracker, Transition};
 use crate::config::{ModelSla, SlaConfig};
 use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
-use crate::event::{Ack, AckAction, AckTarget, Inference, Label, Status};
+use crate::event::{Ack, AckAction, AckTarget, Event, Inference, Label, Status};
 use crate::join::{JoinState, Joined, Match, Unlabeled};
 use crate::metric::Task;
 use crate::output::{BreachEvent, BreachKind, MetricSnapshot, Output, Segment};
@@ -122,7 +122,9 @@ struct ModelState {
     classes: Interner,
     series: Vec<Series>,
     objectives: Vec<ObjectiveState>,
-    latest_version: Option<(Millis, String)>,
+    /// Per interval, the model_version of its latest inference: breach events name the
+    /// version seen last before their instant, whatever was read ahead of the watermark.
+    versions: BTreeMap<i64, (Millis, String)>,
     started: bool,
 }
 
@@ -164,8 +166,23 @@ impl ModelState {
             classes: Interner::new(),
             series,
             objectives,
-            latest_version: None,
+            versions: BTreeMap::new(),
             started: false,
+        }
+    }
+
+    /// The model_version of the latest inference in an interval before `interval`.
+    fn version_before(&self, interval: i64) -> Option<String> {
+        self.versions
+            .range(..interval)
+            .next_back()
+            .map(|(_, (_, v))| v.clone())
+    }
+
+    /// Forgets versions that no instant from `interval` on can ask for.
+    fn prune_versions(&mut self, interval: i64) {
+        if let Some(&keep) = self.versions.range(..interval).next_back().map(|(k, _)| k) {
+            self.versions = self.versions.split_off(&keep);
         }
     }
 
@@ -234,8 +251,56 @@ struct AckEntry {
     resolve: bool,
     by: Option<String>,
     time: Millis,
-    origin_input: Option<(String, u64)>,
+    position: Option<AckPosition>,
     raw: Vec<u8>,
+}
+
+/// Where an ack came from, kept for its dead letter (a serializable [`Position`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum AckPosition {
+    Line {
+        file: String,
+        line: u64,
+    },
+    Offset {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+impl From<Position> for AckPosition {
+    fn from(p: Position) -> Self {
+        match p {
+            Position::Line { file, line } => AckPosition::Line { file, line },
+            Position::Offset {
+                topic,
+                partition,
+                offset,
+            } => AckPosition::Offset {
+                topic,
+                partition,
+                offset,
+            },
+        }
+    }
+}
+
+impl From<AckPosition> for Position {
+    fn from(p: AckPosition) -> Self {
+        match p {
+            AckPosition::Line { file, line } => Position::Line { file, line },
+            AckPosition::Offset {
+                topic,
+                partition,
+                offset,
+            } => Position::Offset {
+                topic,
+                partition,
+                offset,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -376,6 +441,15 @@ impl Engine {
         }
     }
 
+    /// Any input event; `source` is ignored for acks, which do not hold the watermark.
+    pub fn handle(&mut self, source: SourceId, event: Event) -> Result<(), Reason> {
+        match event {
+            Event::Inference(e) => self.handle_inference(source, &e),
+            Event::Label(e) => self.handle_label(source, &e),
+            Event::Ack(a) => self.handle_ack(a),
+        }
+    }
+
     /// One inference event from `source`. An `Err` is a rejection: the shell dead-letters it.
     pub fn handle_inference(&mut self, source: SourceId, ev: &Inference) -> Result<(), Reason> {
         let result = self.inference(source, ev);
@@ -486,12 +560,13 @@ impl Engine {
             return Ok(());
         }
         if let Some(v) = &ev.model_version {
-            if ms
-                .latest_version
-                .as_ref()
-                .is_none_or(|(t, _)| ev.timestamp >= *t)
-            {
-                ms.latest_version = Some((ev.timestamp, v.clone()));
+            let k = ev.timestamp.div_euclid(self.every);
+            match ms.versions.get_mut(&k) {
+                Some(latest) if latest.0 > ev.timestamp => {}
+                Some(latest) => *latest = (ev.timestamp, v.clone()),
+                None => {
+                    ms.versions.insert(k, (ev.timestamp, v.clone()));
+                }
             }
         }
         let fact = Fact::Inference {
@@ -499,8 +574,10 @@ impl Engine {
             latency_ms: ev.latency_ms,
         };
         self.record(mi, ev.timestamp, fact, &dims);
-        if let Joined::Matched(m) = joined {
-            self.record_match(mi, m);
+        match joined {
+            Joined::Matched(m) => self.record_match(mi, m),
+            Joined::AfterTtl(u) => self.record_unlabeled(mi, u),
+            _ => {}
         }
         self.state.watermark.observe(source, ev.timestamp);
         self.start(mi, ev.timestamp);
@@ -566,7 +643,7 @@ impl Engine {
         match joined {
             Joined::Matched(m) => self.record_match(mi, m),
             Joined::AfterTtl(u) => self.record_unlabeled(mi, u),
-            Joined::Pending | Joined::Duplicate | Joined::ForFailedRequest => {}
+            Joined::Pending | Joined::Duplicate | Joined::ForFailedRequest | Joined::Unmatched => {}
         }
         self.state.watermark.observe(source, ev.timestamp);
         self.start(mi, ev.timestamp);
@@ -611,13 +688,8 @@ impl Engine {
             }
         };
         self.state.stats.acks += 1;
-        let (origin_input, raw) = match ack.origin {
-            Some(Origin {
-                position: Position::Line { file, line },
-                raw,
-                ..
-            }) => (Some((file, line)), raw),
-            Some(Origin { raw, .. }) => (None, raw),
+        let (position, raw) = match ack.origin {
+            Some(Origin { position, raw, .. }) => (Some(AckPosition::from(position)), raw),
             None => (None, Vec::new()),
         };
         self.state.ack_seq += 1;
@@ -626,7 +698,7 @@ impl Engine {
             resolve: ack.action == AckAction::Resolve,
             by: ack.by,
             time: ack.timestamp,
-            origin_input,
+            position,
             raw,
         };
         self.state
@@ -791,9 +863,17 @@ impl Engine {
                         continue;
                     };
                     let (kind, incident) = match transition {
-                        Transition::Opened(i) => {
+                        Transition::Opened(mut i) => {
                             self.state.stats.incidents_opened += 1;
                             self.state.open.insert(i.id.clone(), (mi, oi, key.clone()));
+                            i.model_version = ms.version_before(n);
+                            if let Some(open) = ms.objectives[oi]
+                                .trackers
+                                .get_mut(&key)
+                                .and_then(|t| t.open.as_mut())
+                            {
+                                open.model_version.clone_from(&i.model_version);
+                            }
                             (BreachKind::Opened, i)
                         }
                         Transition::SeverityChanged { incident, .. } => {
@@ -805,8 +885,18 @@ impl Engine {
                             (BreachKind::Resolved, i)
                         }
                     };
-                    let event =
-                        breach_event(&config, mi, oi, ms, segment, &incident, kind, m, at, None);
+                    let event = breach_event(
+                        &config,
+                        mi,
+                        oi,
+                        segment,
+                        &incident,
+                        kind,
+                        m,
+                        at,
+                        ms.version_before(n),
+                        None,
+                    );
                     self.outputs.push_back(Output::Breach(event));
                 }
                 ms.objectives[oi].trackers.retain(|_, t| !t.is_idle());
@@ -814,6 +904,7 @@ impl Engine {
             for s in &mut ms.series {
                 s.drop_idle();
             }
+            ms.prune_versions(n);
         }
     }
 
@@ -840,15 +931,18 @@ impl Engine {
                         })
                         .collect()
                 };
-                key.filter(|k| {
-                    ms.objectives[*objective]
-                        .trackers
-                        .get(k)
-                        .is_some_and(|t| t.open.is_some())
-                })
-                .map(|k| (*model, *objective, k))
+                key.map(|k| (*model, *objective, k))
             }
         };
+        // Only an incident that had opened by the ack's time can be acknowledged by it (an
+        // ack read late, behind the watermark, must not reach a later incident).
+        let found = found.filter(|(mi, oi, key)| {
+            self.state.models[*mi].objectives[*oi]
+                .trackers
+                .get(key)
+                .and_then(|t| t.open.as_ref())
+                .is_some_and(|i| i.opened_at <= a.time)
+        });
         let Some((mi, oi, key)) = found else {
             let what = match &a.target {
                 AckTargetState::Incident(id) => format!("incident {id} is not open"),
@@ -868,8 +962,8 @@ impl Engine {
                     )
                 }
             };
-            let position = match a.origin_input {
-                Some((file, line)) => Position::Line { file, line },
+            let position = match a.position {
+                Some(p) => p.into(),
                 None => Position::Line {
                     file: String::new(),
                     line: 0,
@@ -916,7 +1010,16 @@ impl Engine {
             samples: 0,
         };
         let event = breach_event(
-            &config, mi, oi, ms, segment, &incident, kind, none, a.time, a.by,
+            &config,
+            mi,
+            oi,
+            segment,
+            &incident,
+            kind,
+            none,
+            a.time,
+            incident.model_version.clone(),
+            a.by,
         );
         self.outputs.push_back(Output::Breach(event));
     }
@@ -928,12 +1031,12 @@ fn breach_event(
     config: &SlaConfig,
     mi: usize,
     oi: usize,
-    ms: &ModelState,
     segment: Segment,
     incident: &crate::breach::OpenIncident,
     kind: BreachKind,
     m: crate::summary::Measured,
     at: Millis,
+    version: Option<String>,
     by: Option<String>,
 ) -> BreachEvent {
     let model = &config.models[mi];
@@ -943,7 +1046,7 @@ fn breach_event(
         kind,
         severity: incident.severity,
         model_id: model.model_id.clone(),
-        model_version: ms.latest_version.as_ref().map(|(_, v)| v.clone()),
+        model_version: version,
         segment,
         objective: objective.name.clone(),
         metric: objective.metric.name(),

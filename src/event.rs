@@ -79,3 +79,22 @@ pub struct Ack {
     /// The message as received, returned in a dead letter if the ack matches nothing.
     pub origin: Option<Origin>,
 }
+
+/// Any input event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Inference(Inference),
+    Label(Label),
+    Ack(Ack),
+}
+
+impl Event {
+    /// The event's own time.
+    pub fn time(&self) -> Millis {
+        match self {
+            Event::Inference(e) => e.timestamp,
+            Event::Label(e) => e.timestamp,
+            Event::Ack(e) => e.timestamp,
+        }
+    }
+}

@@ -81,8 +81,12 @@ pub enum Joined<P, L> {
     Duplicate,
     /// A label for a request whose inference failed (no prediction to score).
     ForFailedRequest,
-    /// A label that arrived after its prediction's TTL: the prediction is unlabeled, and the
-    /// label now waits as an early label (it will expire unmatched).
+    /// A label older than its prediction by more than `early_label_ttl`: in event time its
+    /// wait ended before the prediction existed. Counted as unmatched.
+    Unmatched,
+    /// A label and prediction whose times are further apart than the prediction's TTL,
+    /// met before the watermark expired either: the prediction is unlabeled and the label
+    /// unmatched (counted when its own wait ends, or at once if it came first).
     AfterTtl(Unlabeled<P>),
 }
 
@@ -264,7 +268,19 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                 deadline: label_deadline,
                 ..
             }) => {
-                if time <= label_deadline {
+                if label_time > deadline {
+                    // The label came after this prediction's TTL: in event time the
+                    // prediction waited in vain and the label finds no prediction. A
+                    // guard keeps later copies of either from counting again.
+                    self.stats.unlabeled += 1;
+                    self.stats.unmatched_labels += 1;
+                    self.replace_with_guard(model, key, false, deadline.max(label_deadline));
+                    Joined::AfterTtl(Unlabeled {
+                        prediction: payload,
+                        prediction_time: time,
+                        deadline,
+                    })
+                } else if time <= label_deadline {
                     self.replace_with_guard(model, key, false, deadline);
                     self.stats.matched += 1;
                     Joined::Matched(Match {
@@ -350,7 +366,11 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                 deadline,
                 ..
             }) => {
-                if time <= deadline {
+                if prediction_time > time.saturating_add(early_ttl) {
+                    // In event time this label's wait ended before its prediction existed.
+                    self.stats.unmatched_labels += 1;
+                    Joined::Unmatched
+                } else if time <= deadline {
                     self.replace_with_guard(model, key, false, deadline);
                     self.stats.matched += 1;
                     Joined::Matched(Match {

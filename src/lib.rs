@@ -16,7 +16,7 @@
 //! - [`breach`]: the incident state machine and incident ids.
 //! - [`output`]: metric snapshots and breach events.
 //! - [`engine`]: the deterministic core tying these together: events in, outputs out.
-//! - [`replay`]: the file replay shell.
+//! - [`replay`]: the file replay shell; [`kafka`]: the Kafka shell (`run`, topic replay).
 //! - [`scenario`]: a synthetic, scripted scenario generator for tests, demos and benchmarks.
 //! - [`check`]: the human summary printed by `slaguard check`.
 
@@ -29,6 +29,7 @@ pub mod decode;
 pub mod engine;
 pub mod event;
 pub mod join;
+pub mod kafka;
 pub mod metric;
 pub mod output;
 pub mod replay;

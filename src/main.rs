@@ -6,12 +6,16 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 use slaguard::config::{self, ConfigError};
+use slaguard::kafka::processor::{self, RunOptions};
+use slaguard::kafka::topic_replay::{replay_topics, ReplayTarget, TopicReplayOptions};
+use slaguard::kafka::{self, KafkaSettings};
 use slaguard::replay::{replay_files, ReplayCounts, ReplayInputs};
 use slaguard::scenario::{self, ScenarioSpec};
 use slaguard::time::{format_rfc3339, parse_duration, parse_instant};
@@ -27,6 +31,45 @@ struct Cli {
     command: Command,
 }
 
+/// Connection and topics, shared by the Kafka commands.
+#[derive(clap::Args, Clone)]
+struct KafkaArgs {
+    /// Bootstrap servers, HOST:PORT[,HOST:PORT…].
+    #[arg(long)]
+    brokers: String,
+    /// A librdkafka setting, e.g. -X security.protocol=SASL_SSL (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    #[arg(long, default_value = "inferences")]
+    inferences_topic: String,
+    #[arg(long, default_value = "labels")]
+    labels_topic: String,
+    #[arg(long, default_value = "acks")]
+    acks_topic: String,
+    /// Prefix of the output topics (breaches, metrics, escalations, dead_letters).
+    #[arg(long, default_value = "sla.")]
+    output_prefix: String,
+    /// Encoding of a topic: ROLE=json|avro|confluent[:ID] (repeatable; roles: inferences,
+    /// labels, acks, breaches, metrics).
+    #[arg(long = "format", value_name = "ROLE=FORMAT")]
+    formats: Vec<String>,
+}
+
+impl KafkaArgs {
+    fn settings(&self) -> anyhow::Result<KafkaSettings> {
+        let mut s = KafkaSettings::new(&self.brokers);
+        s.overrides = kafka::parse_overrides(&self.settings).map_err(anyhow::Error::msg)?;
+        s.inferences_topic.clone_from(&self.inferences_topic);
+        s.labels_topic.clone_from(&self.labels_topic);
+        s.acks_topic.clone_from(&self.acks_topic);
+        s.output_prefix.clone_from(&self.output_prefix);
+        for f in &self.formats {
+            s.formats.set(f).map_err(anyhow::Error::msg)?;
+        }
+        Ok(s)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Validate an SLA file: list every problem with its YAML path, or summarise it.
@@ -34,19 +77,44 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Backtest an SLA on exported JSONL files (each in event-time order).
+    /// Run the SLA on the live topics as a Kafka consumer group.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Consumer group id.
+        #[arg(long, default_value = "slaguard")]
+        group: String,
+        /// Folder for the engine checkpoints (keep it across restarts).
+        #[arg(long, default_value = "slaguard-state")]
+        state_dir: PathBuf,
+        /// How often outputs are flushed, state checkpointed and offsets committed.
+        #[arg(long, default_value = "5s")]
+        commit_interval: String,
+    },
+    /// Backtest an SLA: on exported JSONL files (each in event-time order) with --inferences,
+    /// --labels and --out, or on the topics of a cluster with --brokers.
     Replay {
         #[arg(long)]
         config: PathBuf,
-        #[arg(long)]
-        inferences: PathBuf,
-        #[arg(long)]
-        labels: PathBuf,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "brokers", requires_all = ["labels", "out"])]
+        inferences: Option<PathBuf>,
+        #[arg(long, conflicts_with = "brokers")]
+        labels: Option<PathBuf>,
+        #[arg(long, conflicts_with = "brokers")]
         acks: Option<PathBuf>,
         /// Folder for metrics.jsonl, breaches.jsonl, escalations.jsonl, dead_letters.jsonl.
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        kafka: Option<KafkaArgs>,
+        /// Start of the event-time range (RFC 3339 or epoch ms), topics only.
+        #[arg(long, requires = "brokers")]
+        from: Option<String>,
+        /// End of the event-time range (exclusive), topics only.
+        #[arg(long, requires = "brokers")]
+        to: Option<String>,
     },
     /// Write the scripted two-model scenario (inferences, labels, acks, sla.yaml) to a folder.
     Generate {
@@ -89,20 +157,79 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config } => Ok(check(&config)),
+        Command::Run {
+            config,
+            kafka,
+            group,
+            state_dir,
+            commit_interval,
+        } => {
+            let cfg = Arc::new(config::load(&config)?);
+            let settings = kafka.settings()?;
+            let commit_interval = parse_duration(&commit_interval).map_err(anyhow::Error::msg)?;
+            let options = RunOptions {
+                group,
+                state_dir,
+                commit_interval: Duration::from_millis(commit_interval.max(100) as u64),
+                shutdown_timeout: Duration::from_secs(10),
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            let summary = runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                processor::run(cfg, settings, options, shutdown).await
+            })?;
+            println!(
+                "run stopped: {} messages, {} snapshots, {} breach events, {} dead letters, {} checkpoints",
+                summary.messages, summary.outputs.metrics, summary.outputs.breaches, summary.outputs.dead_letters, summary.checkpoints
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay {
             config,
             inferences,
             labels,
             acks,
             out,
+            kafka,
+            from,
+            to,
         } => {
             let cfg = Arc::new(config::load(&config)?);
-            let inputs = ReplayInputs {
-                inferences,
-                labels,
-                acks,
-            };
-            replay(cfg, &inputs, &out)?;
+            match (kafka, inferences, labels, out) {
+                (Some(kafka), _, _, out) => {
+                    let settings = kafka.settings()?;
+                    let instant = |t: Option<String>, flag: &str| -> anyhow::Result<Option<i64>> {
+                        t.map(|t| {
+                            parse_instant(&t).with_context(|| {
+                                format!("--{flag} `{t}` is not RFC 3339 or epoch milliseconds")
+                            })
+                        })
+                        .transpose()
+                    };
+                    let target = match out {
+                        Some(dir) => ReplayTarget::Dir(dir),
+                        None => ReplayTarget::Topics(kafka.output_prefix.clone()),
+                    };
+                    let options = TopicReplayOptions {
+                        from: instant(from, "from")?,
+                        to: instant(to, "to")?,
+                        target,
+                    };
+                    replay_from_topics(cfg, &settings, options)?;
+                }
+                (None, Some(inferences), Some(labels), Some(out)) => {
+                    let inputs = ReplayInputs {
+                        inferences,
+                        labels,
+                        acks,
+                    };
+                    replay(cfg, &inputs, &out)?;
+                }
+                _ => anyhow::bail!(
+                    "replay needs either --brokers, or --inferences, --labels and --out"
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate {
@@ -269,6 +396,87 @@ fn generate(spec: &ScenarioSpec, out: &std::path::Path) -> anyhow::Result<()> {
         counts.duplicate_labels,
         counts.acks,
         counts.bad_lines
+    );
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    eprintln!("signal received: draining and committing, then exiting");
+    token.cancel();
+}
+
+fn replay_from_topics(
+    cfg: Arc<config::SlaConfig>,
+    settings: &KafkaSettings,
+    options: TopicReplayOptions,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let (engine, counts) = replay_topics(cfg, settings, options, |c| {
+        let pct = if c.total > 0 {
+            100.0 * c.messages as f64 / c.total as f64
+        } else {
+            100.0
+        };
+        eprint!(
+            "{}replayed {}/{} messages ({pct:.0}%, {:.0}/s), {} snapshots, {} breach events{}",
+            if tty { "\r" } else { "" },
+            c.messages,
+            c.total,
+            c.messages as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            c.outputs.metrics,
+            c.outputs.breaches,
+            if tty { "" } else { "\n" },
+        );
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    let s = engine.stats();
+    eprintln!();
+    println!(
+        "replay finished in {secs:.2}s: {:.0} messages/s",
+        counts.messages as f64 / secs.max(1e-9)
+    );
+    println!(
+        "  messages      {} ({} outside the time range)",
+        counts.messages, counts.outside
+    );
+    println!(
+        "  events        {} inferences, {} labels, {} acks",
+        s.inferences, s.labels, s.acks
+    );
+    println!("  dead letters  {}", counts.outputs.dead_letters);
+    println!(
+        "  joined        {}, unlabeled {}",
+        engine.join_stats().matched,
+        engine.join_stats().unlabeled
+    );
+    println!(
+        "  incidents     {} opened, {} resolved",
+        s.incidents_opened, s.incidents_resolved
+    );
+    println!(
+        "  outputs       {} snapshots, {} breach events",
+        counts.outputs.metrics, counts.outputs.breaches
     );
     Ok(())
 }

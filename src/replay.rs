@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::SlaConfig;
-use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
+use crate::dead_letter::{DeadLetter, InputKind, Origin, Position};
 use crate::decode;
 use crate::engine::Engine;
-use crate::event::{Ack, Inference, Label};
+use crate::event::Event;
 use crate::output::Output;
 use crate::time::Millis;
 use crate::watermark::SourceId;
@@ -61,23 +61,6 @@ pub struct ReplayCounts {
     pub bytes: u64,
 }
 
-/// A decoded input event.
-pub enum Decoded {
-    Inference(Inference),
-    Label(Label),
-    Ack(Ack),
-}
-
-impl Decoded {
-    fn time(&self) -> Millis {
-        match self {
-            Decoded::Inference(e) => e.timestamp,
-            Decoded::Label(e) => e.timestamp,
-            Decoded::Ack(e) => e.timestamp,
-        }
-    }
-}
-
 /// One input file, holding its next decoded event (and that event's raw line).
 struct Cursor {
     kind: InputKind,
@@ -86,7 +69,7 @@ struct Cursor {
     reader: BufReader<File>,
     line_no: u64,
     buf: Vec<u8>,
-    next: Option<Decoded>,
+    next: Option<Event>,
     done: bool,
 }
 
@@ -150,9 +133,9 @@ impl Cursor {
             }
             counts.lines += 1;
             let decoded = match self.kind {
-                InputKind::Inferences => decode::inference(&self.buf).map(Decoded::Inference),
-                InputKind::Labels => decode::label(&self.buf).map(Decoded::Label),
-                InputKind::Acks => decode::ack(&self.buf).map(Decoded::Ack),
+                InputKind::Inferences => decode::inference(&self.buf).map(Event::Inference),
+                InputKind::Labels => decode::label(&self.buf).map(Event::Label),
+                InputKind::Acks => decode::ack(&self.buf).map(Event::Ack),
             };
             match decoded {
                 Ok(d) => self.next = Some(d),
@@ -171,7 +154,7 @@ impl Cursor {
 }
 
 /// The output files of a replay.
-struct OutputFiles {
+pub struct OutputFiles {
     dir: PathBuf,
     metrics: BufWriter<File>,
     breaches: BufWriter<File>,
@@ -180,7 +163,7 @@ struct OutputFiles {
 }
 
 impl OutputFiles {
-    fn create(dir: &Path, sla_version: &str) -> Result<OutputFiles, ReplayError> {
+    pub fn create(dir: &Path, sla_version: &str) -> Result<OutputFiles, ReplayError> {
         let open = |name: &str| -> Result<BufWriter<File>, ReplayError> {
             let path = dir.join(name);
             File::create(&path)
@@ -209,7 +192,7 @@ impl OutputFiles {
         Ok(files)
     }
 
-    fn write(&mut self, output: &Output, counts: &mut ReplayCounts) -> Result<(), ReplayError> {
+    pub fn write(&mut self, output: &Output, counts: &mut ReplayCounts) -> Result<(), ReplayError> {
         let (writer, name, result) = match output {
             Output::Metric(m) => {
                 counts.metrics += 1;
@@ -239,7 +222,7 @@ impl OutputFiles {
             .map_err(|source| ReplayError::Write { path, source })
     }
 
-    fn flush(&mut self) -> Result<(), ReplayError> {
+    pub fn flush(&mut self) -> Result<(), ReplayError> {
         for (w, name) in [
             (&mut self.metrics, "metrics.jsonl"),
             (&mut self.breaches, "breaches.jsonl"),
@@ -264,7 +247,7 @@ pub struct MergedInputs {
 /// One step of a merged replay.
 pub enum Step {
     /// A decoded event; apply it with [`MergedInputs::apply`].
-    Event(usize, Decoded),
+    Event(usize, Event),
     /// The input file that registered this source has ended.
     Ended(SourceId),
 }
@@ -327,18 +310,17 @@ impl MergedInputs {
     }
 
     /// Hands `event` (from input `i`) to the engine; a rejection becomes a dead letter.
-    pub fn apply(&self, engine: &mut Engine, i: usize, event: Decoded) -> Option<DeadLetter> {
+    pub fn apply(&self, engine: &mut Engine, i: usize, event: Event) -> Option<DeadLetter> {
         let c = &self.cursors[i];
         let source = self.sources[i].unwrap_or(SourceId(i));
-        let result: Result<(), Reason> = match event {
-            Decoded::Inference(e) => engine.handle_inference(source, &e),
-            Decoded::Label(e) => engine.handle_label(source, &e),
-            Decoded::Ack(mut e) => {
-                e.origin = Some(c.origin());
-                engine.handle_ack(e)
+        let event = match event {
+            Event::Ack(mut a) => {
+                a.origin = Some(c.origin());
+                Event::Ack(a)
             }
+            other => other,
         };
-        result.err().map(|reason| DeadLetter {
+        engine.handle(source, event).err().map(|reason| DeadLetter {
             origin: c.origin(),
             reason,
         })

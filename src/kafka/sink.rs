@@ -1,0 +1,242 @@
+//! The output producer: metric snapshots, breach events and dead letters to their topics,
+//! keyed by model_id (dead letters keep the original key), with delivery failures counted
+//! so that offsets are never committed past an output that did not reach the broker.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use super::{KafkaSettings, KafkaShellError};
+use crate::avro::{Codecs, Format};
+use crate::dead_letter::{DeadLetter, Position};
+use crate::output::Output;
+
+/// Counts failed deliveries (after librdkafka's own retries).
+#[derive(Default)]
+pub struct DeliveryTracker {
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "an output was not delivered");
+            if let Ok(mut last) = self.last_error.lock() {
+                *last = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// What the sink has sent, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkCounts {
+    pub metrics: u64,
+    pub breaches: u64,
+    pub dead_letters: u64,
+}
+
+pub struct Sink {
+    producer: ThreadedProducer<DeliveryTracker>,
+    codecs: Codecs,
+    breaches: String,
+    metrics: String,
+    dead_letters: String,
+    formats: super::Formats,
+    sla_version: String,
+    pub counts: SinkCounts,
+}
+
+impl Sink {
+    pub fn new(settings: &KafkaSettings, sla_version: &str) -> Result<Sink, KafkaShellError> {
+        let producer: ThreadedProducer<DeliveryTracker> = settings
+            .client_with(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "20"),
+                ("compression.type", "lz4"),
+                ("message.timeout.ms", "120000"),
+            ])
+            .create_with_context(DeliveryTracker::default())?;
+        Ok(Sink {
+            producer,
+            codecs: Codecs::new()?,
+            breaches: settings.output_topic("breaches"),
+            metrics: settings.output_topic("metrics"),
+            dead_letters: settings.output_topic("dead_letters"),
+            formats: settings.formats.clone(),
+            sla_version: sla_version.to_string(),
+            counts: SinkCounts::default(),
+        })
+    }
+
+    fn encode(
+        &self,
+        json: &serde_json::Value,
+        format: Format,
+        schema: &apache_avro::Schema,
+    ) -> Result<Vec<u8>, KafkaShellError> {
+        match format {
+            Format::Json => {
+                serde_json::to_vec(json).map_err(|e| KafkaShellError::Invalid(e.to_string()))
+            }
+            f => Codecs::encode(schema, json, f).map_err(KafkaShellError::Invalid),
+        }
+    }
+
+    /// Queues one engine output. `key` is the original message key for dead letters.
+    pub fn send(&mut self, output: &Output, key: Option<&[u8]>) -> Result<(), KafkaShellError> {
+        match output {
+            Output::Metric(m) => {
+                let json =
+                    serde_json::to_value(m).map_err(|e| KafkaShellError::Invalid(e.to_string()))?;
+                let value = self.encode(&json, self.formats.metrics, &self.codecs.metric)?;
+                self.counts.metrics += 1;
+                self.enqueue(
+                    &self.metrics.clone(),
+                    Some(m.model_id.as_bytes()),
+                    &value,
+                    None,
+                )
+            }
+            Output::Breach(b) => {
+                let json =
+                    serde_json::to_value(b).map_err(|e| KafkaShellError::Invalid(e.to_string()))?;
+                let value = self.encode(&json, self.formats.breaches, &self.codecs.breach)?;
+                self.counts.breaches += 1;
+                self.enqueue(
+                    &self.breaches.clone(),
+                    Some(b.model_id.as_bytes()),
+                    &value,
+                    None,
+                )
+            }
+            Output::DeadLetter(d) => self.dead_letter(d, key),
+        }
+    }
+
+    /// Sends the original bytes to the dead-letter topic, with headers saying why and
+    /// where they came from.
+    pub fn dead_letter(
+        &mut self,
+        d: &DeadLetter,
+        key: Option<&[u8]>,
+    ) -> Result<(), KafkaShellError> {
+        let detail = d.reason.to_string();
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "slaguard.reason",
+                value: Some(d.reason.code()),
+            })
+            .insert(Header {
+                key: "slaguard.detail",
+                value: Some(&detail),
+            })
+            .insert(Header {
+                key: "slaguard.input",
+                value: Some(d.origin.input.name()),
+            })
+            .insert(Header {
+                key: "slaguard.sla_version",
+                value: Some(&self.sla_version),
+            });
+        match &d.origin.position {
+            Position::Offset {
+                topic,
+                partition,
+                offset,
+            } => {
+                let (p, o) = (partition.to_string(), offset.to_string());
+                headers = headers
+                    .insert(Header {
+                        key: "slaguard.source.topic",
+                        value: Some(topic),
+                    })
+                    .insert(Header {
+                        key: "slaguard.source.partition",
+                        value: Some(&p),
+                    })
+                    .insert(Header {
+                        key: "slaguard.source.offset",
+                        value: Some(&o),
+                    });
+            }
+            Position::Line { file, line } => {
+                let l = line.to_string();
+                headers = headers
+                    .insert(Header {
+                        key: "slaguard.source.file",
+                        value: Some(file),
+                    })
+                    .insert(Header {
+                        key: "slaguard.source.line",
+                        value: Some(&l),
+                    });
+            }
+        }
+        self.counts.dead_letters += 1;
+        let raw = d.origin.raw.clone();
+        self.enqueue(&self.dead_letters.clone(), key, &raw, Some(headers))
+    }
+
+    fn enqueue(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), KafkaShellError> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
+                    // Backpressure: the background thread drains the queue.
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits until every queued output is acknowledged by the broker, or fails.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaShellError> {
+        self.producer.flush(timeout)?;
+        let tracker = self.producer.context();
+        let failed = tracker.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let last = tracker
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|l| l.clone())
+                .unwrap_or_default();
+            return Err(KafkaShellError::Delivery(format!(
+                "{failed} output(s) failed, last: {last}"
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! Kafka helpers for the integration tests: the real broker of scripts/kafka.sh, topic
+//! creation, producing scenario files, reading output topics.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use slaguard::kafka::KafkaSettings;
+
+/// The real Apache Kafka broker (started once per test binary; .ci/run starts it first).
+pub fn real_broker() -> String {
+    static BROKER: OnceLock<String> = OnceLock::new();
+    BROKER
+        .get_or_init(|| {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
+            let out = Command::new("bash")
+                .arg(script)
+                .arg("start")
+                .output()
+                .expect("run scripts/kafka.sh");
+            assert!(
+                out.status.success(),
+                "broker failed to start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .lines()
+                .last()
+                .expect("address")
+                .to_string()
+        })
+        .clone()
+}
+
+/// A topic prefix no earlier run used: tests share one broker that outlives them.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{name}-{}-{nanos}.", std::process::id())
+}
+
+/// Settings whose topic names all start with `prefix` (tests share one broker).
+pub fn settings(brokers: &str, prefix: &str) -> KafkaSettings {
+    let mut s = KafkaSettings::new(brokers);
+    s.inferences_topic = format!("{prefix}inferences");
+    s.labels_topic = format!("{prefix}labels");
+    s.acks_topic = format!("{prefix}acks");
+    s.output_prefix = format!("{prefix}sla.");
+    s
+}
+
+pub fn create_topics(brokers: &str, topics: &[(String, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let results = rt
+        .block_on(admin.create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("create topics");
+    for r in results {
+        if let Err((t, e)) = r {
+            assert!(
+                e == rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                "create {t}: {e}"
+            );
+        }
+    }
+}
+
+/// Creates the input topics (`partitions` each, acks 1) and the output topics.
+pub fn create_all(brokers: &str, s: &KafkaSettings, partitions: i32) {
+    let mut topics = vec![
+        (s.inferences_topic.clone(), partitions),
+        (s.labels_topic.clone(), partitions),
+        (s.acks_topic.clone(), 1),
+    ];
+    topics.extend(s.output_topics().into_iter().map(|t| (t, 2)));
+    create_topics(brokers, &topics);
+}
+
+/// Produces every line of `file` to `topic`, keyed by its request_id when it has one.
+pub fn produce_file(brokers: &str, topic: &str, file: &Path) -> usize {
+    let text = std::fs::read_to_string(file).expect("read input file");
+    produce_lines(
+        brokers,
+        topic,
+        text.lines().filter(|l| !l.trim().is_empty()),
+    )
+}
+
+pub fn produce_lines<'a>(
+    brokers: &str,
+    topic: &str,
+    lines: impl Iterator<Item = &'a str>,
+) -> usize {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut n = 0;
+    rt.block_on(async {
+        let mut pending = Vec::new();
+        for line in lines {
+            let key = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| {
+                    v.get("request_id")
+                        .and_then(|r| r.as_str().map(str::to_string))
+                });
+            let mut record = FutureRecord::to(topic).payload(line.as_bytes());
+            if let Some(k) = key.as_deref() {
+                record = record.key(k.as_bytes());
+            }
+            pending.push(producer.send_result(record).expect("enqueue"));
+            n += 1;
+            if pending.len() >= 5000 {
+                for p in pending.drain(..) {
+                    p.await.expect("delivery").expect("delivered");
+                }
+            }
+        }
+        for p in pending {
+            p.await.expect("delivery").expect("delivered");
+        }
+    });
+    n
+}
+
+/// A consumed output message.
+pub struct Record {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Reads every message of `topic` from the beginning up to its current end.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "slaguard-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut out = Vec::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(low))
+            .expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        let mut next = low;
+        while next < high {
+            match consumer.poll(Duration::from_secs(10)) {
+                Some(Ok(m)) => {
+                    next = m.offset() + 1;
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|x| {
+                                    (
+                                        x.key.to_string(),
+                                        String::from_utf8_lossy(x.value.unwrap_or_default())
+                                            .into_owned(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push(Record {
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().unwrap_or_default().to_vec(),
+                        headers,
+                    });
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {
+                    panic!("reading {topic}: no message within 10 s at offset {next} of {high}")
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn read_json(brokers: &str, topic: &str) -> Vec<serde_json::Value> {
+    read_topic(brokers, topic)
+        .into_iter()
+        .map(|r| serde_json::from_slice(&r.value).expect("JSON output"))
+        .collect()
+}
