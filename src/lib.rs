@@ -17,6 +17,7 @@
 //! - [`output`]: metric snapshots and breach events.
 //! - [`engine`]: the deterministic core tying these together: events in, outputs out.
 //! - [`replay`]: the file replay shell; [`kafka`]: the Kafka shell (`run`, topic replay).
+//! - [`demo`]: the embedded demo on librdkafka's mock cluster.
 //! - [`scenario`]: a synthetic, scripted scenario generator for tests, demos and benchmarks.
 //! - [`check`]: the human summary printed by `slaguard check`.
 
@@ -26,6 +27,7 @@ pub mod check;
 pub mod config;
 pub mod dead_letter;
 pub mod decode;
+pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod join;

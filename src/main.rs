@@ -77,6 +77,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The whole system on an in-process Kafka: scripted traffic, live view, then exit.
+    Demo {
+        /// Wall-clock length of the demo.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Run the SLA on the live topics as a Kafka consumer group.
     Run {
         #[arg(long)]
@@ -157,6 +163,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config } => Ok(check(&config)),
+        Command::Demo { seconds } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let tty = std::io::stdout().is_terminal();
+            let summary =
+                runtime.block_on(slaguard::demo::demo(seconds, std::io::stdout(), tty))?;
+            println!(
+                "\ndemo finished: {} events produced, {} messages processed, {} breaches opened, {} resolved, {} checkpoints",
+                summary.produced, summary.run.messages, summary.opened, summary.resolved, summary.run.checkpoints
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             config,
             kafka,
