@@ -4,6 +4,9 @@
 //! the watermark back. When every source has ended, the watermark is the latest event time
 //! seen, so a replay evaluates every instant up to its last event.
 //!
+//! When every live source is idle, the watermark moves to the latest event time any of
+//! them delivered, less the lateness, so a quiet stream still evaluates its last instants.
+//!
 //! Idleness is decided by the shell, which owns processing time; this module has no clock.
 
 use serde::{Deserialize, Serialize};
@@ -87,8 +90,13 @@ impl Watermark {
         let candidate = if self.sources.iter().all(|s| s.ended) {
             self.max_seen
         } else if active.peek().is_none() {
-            // Every live source is idle: hold.
-            None
+            // Every live source is idle: nothing is on its way, so the latest event time
+            // any of them delivered (less the lateness) is as far as the data goes.
+            self.sources
+                .iter()
+                .filter_map(|s| s.max_time)
+                .max()
+                .map(|t| t.saturating_sub(self.allowed_lateness))
         } else {
             active
                 .map(|s| s.max_time)
@@ -118,10 +126,18 @@ mod tests {
         assert_eq!(w.current(), Some(90));
         w.set_idle(a, true);
         assert_eq!(w.current(), Some(490));
+        w.set_idle(b, true);
+        assert_eq!(
+            w.current(),
+            Some(490),
+            "all idle: the latest event time less lateness"
+        );
+        w.observe(b, 600);
+        assert_eq!(w.current(), Some(590));
         w.observe(a, 200); // a is active again; the watermark never goes back
-        assert_eq!(w.current(), Some(490));
+        assert_eq!(w.current(), Some(590));
         w.end(a);
         w.end(b);
-        assert_eq!(w.current(), Some(500), "all ended: the last event time");
+        assert_eq!(w.current(), Some(600), "all ended: the last event time");
     }
 }

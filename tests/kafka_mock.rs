@@ -1,0 +1,280 @@
+//! The Kafka shell on librdkafka's in-process mock cluster: a produce/consume round trip,
+//! dead letters with headers, start-up checks, graceful shutdown on SIGTERM, and the demo.
+
+mod common;
+mod kafka_support;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_support::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, Producer};
+use slaguard::kafka::processor::{self, RunOptions};
+use slaguard::kafka::{preflight, KafkaShellError};
+use tokio_util::sync::CancellationToken;
+
+/// A mock cluster with the given topics; the producer owns it.
+fn mock(topics: &[(&str, i32)]) -> (BaseProducer, String) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("test.mock.num.brokers", "1")
+        .create()
+        .expect("mock cluster");
+    let bootstrap = {
+        let m = producer.client().mock_cluster().expect("mock");
+        for (t, p) in topics {
+            m.create_topic(t, *p, 1).expect("topic");
+        }
+        m.bootstrap_servers()
+    };
+    // SAFETY: the handle belongs to `producer`, alive for the test.
+    unsafe {
+        let ptr = rdkafka::bindings::rd_kafka_handle_mock_cluster(producer.client().native_ptr());
+        rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(ptr, 0);
+    }
+    (producer, bootstrap)
+}
+
+const OUTPUTS: [(&str, i32); 4] = [
+    ("sla.breaches", 1),
+    ("sla.escalations", 1),
+    ("sla.metrics", 1),
+    ("sla.dead_letters", 1),
+];
+
+fn all_topics(partitions: i32, labels: i32) -> Vec<(&'static str, i32)> {
+    let mut t = vec![("inferences", partitions), ("labels", labels), ("acks", 1)];
+    t.extend(OUTPUTS);
+    t
+}
+
+#[test]
+fn start_up_checks_name_the_problem() {
+    let (_keep, bootstrap) = mock(&all_topics(4, 3));
+    let s = slaguard::kafka::KafkaSettings::new(&bootstrap);
+    match preflight::check(&s, true, Duration::from_secs(5)) {
+        Err(e @ KafkaShellError::NotCoPartitioned { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("`inferences` has 4 partitions but `labels` has 3"),
+                "{text}"
+            );
+        }
+        other => panic!("expected a co-partitioning error, got {other:?}"),
+    }
+    let mut missing = s.clone();
+    missing.acks_topic = "no-such-acks".into();
+    assert!(
+        matches!(preflight::check(&missing, true, Duration::from_secs(5)), Err(KafkaShellError::TopicMissing { topic, .. }) if topic == "no-such-acks")
+    );
+    let down = slaguard::kafka::KafkaSettings::new("127.0.0.1:1");
+    let e = preflight::check(&down, true, Duration::from_secs(2))
+        .expect_err("nothing listens on port 1");
+    assert!(
+        e.to_string()
+            .contains("cannot reach the Kafka brokers at 127.0.0.1:1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn round_trip_with_dead_letters_and_headers() {
+    let (_keep, bootstrap) = mock(&all_topics(2, 2));
+    let s = slaguard::kafka::KafkaSettings::new(&bootstrap);
+    let t0 = 1_793_534_400_000i64;
+    let mut inferences: Vec<String> = (0..300)
+        .map(|i| format!(r#"{{"request_id":"r{i}","model_id":"m","timestamp":{},"latency_ms":{},"prediction":{{"score":0.9}}}}"#, t0 + i * 1000, 10 + i % 7))
+        .collect();
+    inferences.push("this is not json".into());
+    inferences.push(r#"{"request_id":"x","model_id":"ghost","timestamp":1793534400000}"#.into());
+    produce_lines(
+        &bootstrap,
+        "inferences",
+        inferences.iter().map(String::as_str),
+    );
+    let labels: Vec<String> = (0..300)
+        .map(|i| {
+            format!(
+                r#"{{"request_id":"r{i}","model_id":"m","timestamp":{},"label":"1"}}"#,
+                t0 + i * 1000 + 500
+            )
+        })
+        .collect();
+    produce_lines(&bootstrap, "labels", labels.iter().map(String::as_str));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = r#"
+sla_version: "mock-1"
+defaults: {evaluate_every: 1m, allowed_lateness: 0s, idle_timeout: 1s}
+models:
+  - model_id: m
+    task: binary_classification
+    objectives:
+      - {name: acc, metric: accuracy, op: ">=", target: 0.9, window: 1m}
+      - {name: p99, metric: latency_p99, op: "<=", target: 100, window: 1m}
+"#;
+    let cfg = Arc::new(slaguard::config::parse(yaml, "t.yaml", None).expect("valid"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let token = CancellationToken::new();
+    let options = RunOptions {
+        group: "rt".into(),
+        state_dir: dir.path().into(),
+        commit_interval: Duration::from_millis(500),
+        shutdown_timeout: Duration::from_secs(5),
+    };
+    let handle = rt.spawn(processor::run(cfg, s.clone(), options, token.clone()));
+    // 300 s of events and no lateness: instants 12:01..12:04, the last ones once the
+    // partitions have gone idle. Two objectives each.
+    let start = Instant::now();
+    while read_topic(&bootstrap, "sla.metrics").len() < 8 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no snapshots after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    token.cancel();
+    let summary = rt.block_on(handle).expect("task").expect("run");
+    assert_eq!(summary.messages, 602);
+    let metrics = read_json(&bootstrap, "sla.metrics");
+    let acc: Vec<&serde_json::Value> = metrics.iter().filter(|m| m["objective"] == "acc").collect();
+    assert!(
+        acc.iter().all(|m| m["value"] == 1.0 && m["state"] == "ok"),
+        "{acc:?}"
+    );
+    assert_eq!(acc[0]["samples"], 60, "one minute of outcomes per window");
+    let dead = read_topic(&bootstrap, "sla.dead_letters");
+    assert_eq!(dead.len(), 2);
+    let reasons: Vec<BTreeMap<String, String>> = dead
+        .iter()
+        .map(|d| d.headers.iter().cloned().collect())
+        .collect();
+    let codes: Vec<&str> = reasons
+        .iter()
+        .map(|h| h["slaguard.reason"].as_str())
+        .collect();
+    assert!(
+        codes.contains(&"not_json") && codes.contains(&"unknown_model"),
+        "{codes:?}"
+    );
+    for (d, h) in dead.iter().zip(&reasons) {
+        assert_eq!(h["slaguard.source.topic"], "inferences");
+        assert!(h["slaguard.source.offset"].parse::<i64>().is_ok());
+        assert!(
+            d.value == b"this is not json" || d.value.starts_with(b"{\"request_id\":\"x\""),
+            "original bytes kept"
+        );
+    }
+}
+
+#[test]
+fn sigterm_drains_commits_and_exits() {
+    let (producer, bootstrap) = mock(&all_topics(2, 2));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = common::write_scenario(
+        dir.path(),
+        &slaguard::scenario::ScenarioSpec {
+            duration_ms: 20 * 60_000,
+            rate: 2.0,
+            ..common::golden_spec()
+        },
+    );
+    let n = produce_file(&bootstrap, "inferences", &inputs.inferences)
+        + produce_file(&bootstrap, "labels", &inputs.labels);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slaguard"))
+        .args([
+            "run",
+            "--config",
+            dir.path().join("sla.yaml").to_str().expect("utf-8"),
+            "--brokers",
+            &bootstrap,
+        ])
+        .args([
+            "--group",
+            "sigterm",
+            "--commit-interval",
+            "60s",
+            "--state-dir",
+            dir.path().join("state").to_str().expect("utf-8"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn slaguard run");
+    let start = Instant::now();
+    while read_topic(&bootstrap, "sla.metrics").len() < 100 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no output from run"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The periodic commit is a minute away: only the shutdown drain can commit now.
+    let sent = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let status = child.wait().expect("wait");
+    let took = sent.elapsed();
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        status.success(),
+        "exit {status:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(15), "shutdown took {took:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("run stopped: {n} messages")),
+        "{stdout}"
+    );
+    // The committed offsets cover everything consumed.
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "sigterm")
+        .create()
+        .expect("consumer");
+    use rdkafka::consumer::Consumer;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition("inferences", p);
+        tpl.add_partition("labels", p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .expect("committed");
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| e.offset().to_raw().unwrap_or(0))
+        .sum();
+    assert_eq!(total as usize, n, "offsets committed for every message");
+    drop(producer);
+}
+
+#[test]
+fn the_demo_opens_and_resolves_breaches_and_exits_by_itself() {
+    let out = Command::new(env!("CARGO_BIN_EXE_slaguard"))
+        .args(["demo", "--seconds", "25"])
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("OPENED") && stdout.contains("RESOLVED"),
+        "{stdout}"
+    );
+    let last = stdout.lines().last().expect("summary");
+    assert!(
+        last.starts_with("demo finished:") && !last.contains(" 0 breaches opened"),
+        "{last}"
+    );
+}
