@@ -4,7 +4,8 @@
 # pinned version) and are cached; the broker's data lives in a temporary folder.
 #
 #   scripts/kafka.sh start     # prints the bootstrap address, e.g. 127.0.0.1:19092
-#   scripts/kafka.sh stop
+#   scripts/kafka.sh stop      # the data stays: start again to restart the same broker
+#   scripts/kafka.sh reset     # stop and delete the data
 #   scripts/kafka.sh status
 #
 # Environment: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093), KAFKA_RUN_DIR
@@ -36,7 +37,8 @@ start() {
     return
   fi
   fetch
-  rm -rf "$run" && mkdir -p "$run/data" "$run/logs"
+  mkdir -p "$run/data" "$run/logs"
+  rm -f "$run/logs/server.log"
   cat > "$run/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
@@ -60,9 +62,11 @@ share.coordinator.state.topic.min.isr=1
 PROPS
   local java=(java -Xms256m -Xmx768m -XX:+UseSerialGC -Dkafka.logs.dir="$run/logs"
     -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" -cp "$cache/libs/*")
-  local id
-  id="$("${java[@]}" kafka.tools.StorageTool random-uuid | tail -n 1)"
-  "${java[@]}" kafka.tools.StorageTool format -t "$id" -c "$run/server.properties" > "$run/logs/format.log" 2>&1
+  if [ ! -f "$run/data/meta.properties" ]; then
+    local id
+    id="$("${java[@]}" kafka.tools.StorageTool random-uuid | tail -n 1)"
+    "${java[@]}" kafka.tools.StorageTool format -t "$id" -c "$run/server.properties" > "$run/logs/format.log" 2>&1
+  fi
   nohup "${java[@]}" kafka.Kafka "$run/server.properties" > "$run/logs/stdout.log" 2>&1 &
   echo $! > "$run/pid"
   for _ in $(seq 1 120); do
@@ -98,7 +102,8 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  reset) stop; rm -rf "$run" ;;
   status) if running; then echo "running on 127.0.0.1:$port"; else echo "stopped"; exit 1; fi ;;
   fetch) fetch ;;
-  *) echo "usage: $0 start|stop|status|fetch" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|reset|status|fetch" >&2; exit 2 ;;
 esac

@@ -49,6 +49,7 @@ pub struct RunSummary {
     pub messages: u64,
     pub outputs: SinkCounts,
     pub checkpoints: u64,
+    pub failed_commits: u64,
     pub restored: bool,
 }
 
@@ -202,7 +203,13 @@ impl State {
             for (t, p, o) in &offsets {
                 tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
             }
-            consumer.commit(&tpl, CommitMode::Sync)?;
+            // The checkpoint above already covers these offsets for this instance, so a
+            // commit that fails (coordinator moving, broker restarting) is retried at the
+            // next checkpoint; a restart meanwhile skips what the checkpoint holds.
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(error = %e, "offset commit failed; retrying at the next checkpoint");
+                self.summary.failed_commits += 1;
+            }
         }
         self.summary.checkpoints += 1;
         Ok(())
