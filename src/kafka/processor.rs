@@ -386,5 +386,7 @@ pub async fn run(
     if !s.sources.is_empty() {
         s.checkpoint(&consumer, options.shutdown_timeout)?;
     }
-    Ok(s.summary.clone())
+    let mut summary = s.summary.clone();
+    summary.outputs = s.sink.counts.clone();
+    Ok(summary)
 }
