@@ -278,3 +278,103 @@ fn the_demo_opens_and_resolves_breaches_and_exits_by_itself() {
         "{last}"
     );
 }
+
+#[test]
+fn avro_inputs_and_outputs_in_the_confluent_wire_format() {
+    use slaguard::avro::{Codecs, Format};
+    let (producer, bootstrap) = mock(&all_topics(1, 1));
+    let codecs = Codecs::new().expect("schemas");
+    let t0 = 1_793_534_400_000i64;
+    let encode = |schema: &apache_avro::Schema, v: serde_json::Value| {
+        Codecs::encode(schema, &v, Format::Confluent(7)).expect("encode")
+    };
+    let send = |topic: &str, key: &str, value: &[u8]| {
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::to(topic)
+                    .key(key)
+                    .payload(value),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+    };
+    for i in 0..120 {
+        let inference = serde_json::json!({"request_id": format!("r{i}"), "model_id": "m", "model_version": "1",
+            "timestamp": t0 + i * 1000, "latency_ms": 20.0, "status": "ok",
+            "prediction": {"score": if i % 4 == 0 { 0.2 } else { 0.9 }, "label": null, "value": null},
+            "features": {}, "attributes": {}});
+        send(
+            "inferences",
+            &format!("r{i}"),
+            &encode(&codecs.inference, inference),
+        );
+        let label = serde_json::json!({"request_id": format!("r{i}"), "model_id": "m", "timestamp": t0 + i * 1000 + 10, "label": "1", "value": null});
+        send("labels", &format!("r{i}"), &encode(&codecs.label, label));
+    }
+    send("inferences", "bad", b"\x00\x00\x00\x00\x07garbage");
+    producer.flush(Duration::from_secs(5)).expect("flush");
+
+    let mut s = slaguard::kafka::KafkaSettings::new(&bootstrap);
+    for f in [
+        "inferences=confluent",
+        "labels=confluent",
+        "metrics=confluent:11",
+    ] {
+        s.formats.set(f).expect("format");
+    }
+    let yaml = r#"
+sla_version: "avro-1"
+defaults: {evaluate_every: 1m, allowed_lateness: 0s, idle_timeout: 1s}
+models:
+  - model_id: m
+    task: binary_classification
+    objectives:
+      - {name: acc, metric: accuracy, op: ">=", target: 0.9, window: 1m}
+"#;
+    let cfg = Arc::new(slaguard::config::parse(yaml, "t.yaml", None).expect("valid"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let token = CancellationToken::new();
+    let options = RunOptions {
+        group: "avro".into(),
+        state_dir: dir.path().into(),
+        commit_interval: Duration::from_millis(500),
+        shutdown_timeout: Duration::from_secs(5),
+    };
+    let handle = rt.spawn(processor::run(cfg, s, options, token.clone()));
+    let start = Instant::now();
+    // Two minutes of events: the instant 12:01 is evaluated, 12:02 is not reached.
+    while read_topic(&bootstrap, "sla.metrics").is_empty() {
+        if handle.is_finished() {
+            panic!("run stopped: {:?}", rt.block_on(handle));
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no snapshots");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    token.cancel();
+    rt.block_on(handle).expect("task").expect("run");
+    let metrics = read_topic(&bootstrap, "sla.metrics");
+    let first = &metrics[0].value;
+    assert_eq!(
+        &first[..5],
+        &[0, 0, 0, 0, 11],
+        "Confluent header with the configured id"
+    );
+    let mut body = &first[5..];
+    let value = apache_avro::reader::datum::GenericDatumReader::builder(&codecs.metric)
+        .build()
+        .and_then(|r| r.read_value(&mut body))
+        .expect("a MetricSnapshot record");
+    let text = format!("{value:?}");
+    // 60 outcomes in the first minute, 45 of them correct (every fourth scored 0.2 is wrong).
+    assert!(
+        text.contains("Double(0.75)") && text.contains("Long(60)"),
+        "{text}"
+    );
+    let dead = read_topic(&bootstrap, "sla.dead_letters");
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0]
+        .headers
+        .iter()
+        .any(|(k, v)| k == "slaguard.reason" && v == "not_avro"));
+}
