@@ -117,6 +117,8 @@ struct View<W: Write> {
     out: W,
     tty: bool,
     latest: BTreeMap<(String, String), Value>,
+    /// (model, objective) → "op target" as the SLA states it.
+    targets: BTreeMap<(String, String), String>,
     events: Vec<String>,
     opened: u64,
     resolved: u64,
@@ -190,8 +192,8 @@ impl<W: Write> View<W> {
             produced
         ));
         s.push_str(&format!(
-            "{:<8} {:<14} {:<16} {:>12}   {:<12} {:<18}\n",
-            "model", "objective", "metric", "value", "target", "state"
+            "{:<8} {:<14} {:<16} {:>12}   {:<10} {:<7} {:<18}\n",
+            "model", "objective", "metric", "value", "target", "window", "state"
         ));
         for ((model, objective), v) in &self.latest {
             let value = v["value"]
@@ -204,8 +206,12 @@ impl<W: Write> View<W> {
                 "ok" => "\x1b[32m●\x1b[0m",
                 _ => "\x1b[90m○\x1b[0m",
             };
+            let target = self
+                .targets
+                .get(&(model.clone(), objective.clone()))
+                .map_or("", String::as_str);
             s.push_str(&format!(
-                "{model:<8} {objective:<14} {:<16} {value:>12}   {:<12} {mark} {state}\n",
+                "{model:<8} {objective:<14} {:<16} {value:>12}   {target:<10} {:<7} {mark} {state}\n",
                 v["metric"].as_str().unwrap_or_default(),
                 v["window"].as_str().unwrap_or_default()
             ));
@@ -279,10 +285,23 @@ pub async fn demo(
         tpl.add_partition_offset(&t, 0, Offset::Beginning)?;
     }
     viewer.assign(&tpl)?;
+    let targets = config
+        .models
+        .iter()
+        .flat_map(|m| {
+            m.objectives.iter().map(move |o| {
+                (
+                    (m.model_id.clone(), o.name.clone()),
+                    format!("{} {}", o.op.symbol(), o.target),
+                )
+            })
+        })
+        .collect();
     let mut view = View {
         out,
         tty,
         latest: BTreeMap::new(),
+        targets,
         events: Vec::new(),
         opened: 0,
         resolved: 0,
