@@ -109,18 +109,8 @@ impl Codecs {
             }),
             _ => None,
         };
-        let mut attributes: Vec<(String, String)> = match field(&fields, "attributes") {
-            Avro::Map(m) => m
-                .iter()
-                .filter_map(|(k, v)| match v {
-                    Avro::String(s) => Some((k.clone(), s.clone())),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        // Map order is not defined in Avro: sort for determinism.
-        attributes.sort();
+        let attributes: Vec<(String, String)> =
+            string_map(&fields, "attributes").into_iter().collect();
         let event = Inference {
             request_id: string(&fields, "request_id")?,
             model_id: string(&fields, "model_id")?,
@@ -153,16 +143,7 @@ impl Codecs {
 
     pub fn ack(&self, bytes: &[u8], format: Format) -> Result<Ack, Reason> {
         let fields = record(&self.ack, body(bytes, format)?)?;
-        let segment: BTreeMap<String, String> = match field(&fields, "segment") {
-            Avro::Map(m) => m
-                .iter()
-                .filter_map(|(k, v)| match v {
-                    Avro::String(s) => Some((k.clone(), s.clone())),
-                    _ => None,
-                })
-                .collect(),
-            _ => BTreeMap::new(),
-        };
+        let segment = string_map(&fields, "segment");
         let action = match field(&fields, "action") {
             Avro::Enum(_, s) => decode::ack_action(s)?,
             _ => return Err(Reason::MissingField("action".to_string())),
@@ -242,6 +223,20 @@ fn field<'a>(fields: &'a [(String, Avro)], name: &str) -> &'a Avro {
     match v {
         Avro::Union(_, inner) => inner,
         other => other,
+    }
+}
+
+/// A map of strings, sorted by key (Avro leaves map order undefined).
+fn string_map(fields: &[(String, Avro)], name: &str) -> BTreeMap<String, String> {
+    match field(fields, name) {
+        Avro::Map(m) => m
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Avro::String(s) => Some((k.clone(), s.clone())),
+                _ => None,
+            })
+            .collect(),
+        _ => BTreeMap::new(),
     }
 }
 

@@ -42,16 +42,14 @@ fn wait_settled(brokers: &str, topic: &str, min: usize, deadline: Duration) -> u
 #[test]
 fn run_on_four_partitions_matches_the_file_replay() {
     let brokers = real_broker();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let inputs = common::write_scenario(dir.path(), &common::golden_spec());
-    let (_, replayed, out) = common::replay(dir.path(), "files");
-    let expected = common::read_jsonl(&out.join("metrics.jsonl"));
-    let expected_breaches = common::read_jsonl(&out.join("breaches.jsonl"));
-
-    let s = settings(&brokers, &unique("equiv"));
-    create_all(&brokers, &s, 4);
-    produce_file(&brokers, &s.inferences_topic, &inputs.inferences);
-    produce_file(&brokers, &s.labels_topic, &inputs.labels);
+    let GoldenOnTopics {
+        dir,
+        inputs,
+        replayed,
+        expected,
+        expected_breaches,
+        settings: s,
+    } = golden_on_topics(&brokers, "equiv", 4, true);
     produce_file(&brokers, &s.acks_topic, &inputs.acks.clone().expect("acks"));
 
     let cfg = common::load_config(&dir.path().join("sla.yaml"));
@@ -181,15 +179,13 @@ fn slaguard_run(
 #[test]
 fn kill_9_mid_stream_then_restart_loses_no_incident() {
     let brokers = real_broker();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let inputs = common::write_scenario(dir.path(), &common::golden_spec());
-    let (_, _, out) = common::replay(dir.path(), "files");
-    let expected = common::read_jsonl(&out.join("metrics.jsonl"));
-    let expected_breaches = common::read_jsonl(&out.join("breaches.jsonl"));
-    let s = settings(&brokers, &unique("kill9"));
-    create_all(&brokers, &s, 4);
-    produce_file(&brokers, &s.inferences_topic, &inputs.inferences);
-    produce_file(&brokers, &s.labels_topic, &inputs.labels);
+    let GoldenOnTopics {
+        dir,
+        expected,
+        expected_breaches,
+        settings: s,
+        ..
+    } = golden_on_topics(&brokers, "kill9", 4, true);
 
     let config = dir.path().join("sla.yaml");
     let state = dir.path().join("state");
@@ -270,12 +266,12 @@ fn kill_9_mid_stream_then_restart_loses_no_incident() {
 #[test]
 fn replay_by_timestamp_window() {
     let brokers = real_broker();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let inputs = common::write_scenario(dir.path(), &common::golden_spec());
-    let s = settings(&brokers, &unique("window"));
-    create_all(&brokers, &s, 4);
-    produce_file(&brokers, &s.inferences_topic, &inputs.inferences);
-    produce_file(&brokers, &s.labels_topic, &inputs.labels);
+    let GoldenOnTopics {
+        dir,
+        inputs,
+        settings: s,
+        ..
+    } = golden_on_topics(&brokers, "window", 4, true);
 
     // The reference: a file replay of exactly the events in [from, to).
     let (from, to) = ("2026-11-01T01:00:00Z", "2026-11-01T02:00:00Z");

@@ -14,12 +14,13 @@ use tokio_util::sync::CancellationToken;
 #[test]
 fn broker_stop_and_start_is_survived() {
     let brokers = real_broker();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let inputs = common::write_scenario(dir.path(), &common::golden_spec());
-    let (_, _, out) = common::replay(dir.path(), "files");
-    let expected = common::read_jsonl(&out.join("metrics.jsonl"));
-    let s = settings(&brokers, &unique("restart"));
-    create_all(&brokers, &s, 4);
+    let GoldenOnTopics {
+        dir,
+        inputs,
+        expected,
+        settings: s,
+        ..
+    } = golden_on_topics(&brokers, "restart", 4, false);
     // Half the stream now, half after the broker came back.
     let lines: Vec<String> = std::fs::read_to_string(&inputs.inferences)
         .expect("read")

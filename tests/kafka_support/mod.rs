@@ -221,3 +221,39 @@ pub fn read_json(brokers: &str, topic: &str) -> Vec<serde_json::Value> {
         .map(|r| serde_json::from_slice(&r.value).expect("JSON output"))
         .collect()
 }
+
+/// The golden scenario written to files, replayed from them, and produced to fresh topics
+/// with `partitions` partitions: what the Kafka tests compare against.
+pub struct GoldenOnTopics {
+    pub dir: tempfile::TempDir,
+    pub inputs: slaguard::replay::ReplayInputs,
+    pub replayed: slaguard::replay::ReplayCounts,
+    pub expected: Vec<serde_json::Value>,
+    pub expected_breaches: Vec<serde_json::Value>,
+    pub settings: KafkaSettings,
+}
+
+pub fn golden_on_topics(
+    brokers: &str,
+    name: &str,
+    partitions: i32,
+    produce: bool,
+) -> GoldenOnTopics {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = crate::common::write_scenario(dir.path(), &crate::common::golden_spec());
+    let (_, replayed, out) = crate::common::replay(dir.path(), "files");
+    let s = settings(brokers, &unique(name));
+    create_all(brokers, &s, partitions);
+    if produce {
+        produce_file(brokers, &s.inferences_topic, &inputs.inferences);
+        produce_file(brokers, &s.labels_topic, &inputs.labels);
+    }
+    GoldenOnTopics {
+        expected: crate::common::read_jsonl(&out.join("metrics.jsonl")),
+        expected_breaches: crate::common::read_jsonl(&out.join("breaches.jsonl")),
+        dir,
+        inputs,
+        replayed,
+        settings: s,
+    }
+}
