@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::TopicPartitionList;
 use slaguard::kafka::processor::{self, RunOptions};
 use slaguard::kafka::KafkaSettings;
 use slaguard::scenario::{self, ScenarioSpec};
@@ -107,30 +105,20 @@ async fn main() -> anyhow::Result<()> {
         options.clone(),
         token.clone(),
     ));
-    let watcher: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", &options.group)
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..4 {
-        tpl.add_partition(&s.inferences_topic, p);
-        tpl.add_partition(&s.labels_topic, p);
-    }
+    // Done when the checkpoint (written every 200 ms, after every output is acknowledged)
+    // covers every input message.
+    let store = slaguard::kafka::checkpoint::CheckpointStore::new(&state, &options.group);
     let elapsed = loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let committed = watcher.committed_offsets(tpl.clone(), Duration::from_secs(5))?;
-        let done: i64 = committed
-            .elements()
-            .iter()
-            .filter_map(|e| e.offset().to_raw())
-            .filter(|o| *o > 0)
-            .sum();
-        if done as u64 >= total {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let covered: i64 = store
+            .load()?
+            .map_or(0, |c| c.offsets.iter().map(|(_, _, o)| *o).sum());
+        if covered as u64 >= total {
             break started.elapsed();
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
-            "not done after 10 minutes ({done} of {total})"
+            "not done after 10 minutes ({covered} of {total})"
         );
     };
     token.cancel();

@@ -240,6 +240,9 @@ struct State {
     next_instant: Option<i64>,
     /// Event time of the first event: windows reaching back before it are not yet covered.
     first_time: Option<Millis>,
+    /// Outputs for instants (and acks) at or before this time are not emitted: they were
+    /// emitted before, by this engine's predecessor, and are being rebuilt.
+    quiet_until: Option<Millis>,
     /// Open incident id → (model, objective, segment).
     open: BTreeMap<String, (usize, usize, SegmentKey)>,
     stats: EngineStats,
@@ -336,6 +339,7 @@ impl Engine {
             ack_seq: 0,
             next_instant: None,
             first_time: None,
+            quiet_until: None,
             open: BTreeMap::new(),
             stats: EngineStats::default(),
         };
@@ -392,6 +396,24 @@ impl Engine {
 
     pub fn watermark(&self) -> Option<Millis> {
         self.state.watermark.current()
+    }
+
+    /// The last instant evaluated, if any.
+    pub fn last_instant(&self) -> Option<Millis> {
+        self.state
+            .next_instant
+            .map(|n| (n - 1) * self.every)
+            .filter(|_| self.state.stats.instants > 0)
+    }
+
+    /// Rebuilds state without output up to `time`: instants and acks at or before it are
+    /// processed but emit nothing (a predecessor already emitted them).
+    pub fn quiet_until(&mut self, time: Millis) {
+        self.state.quiet_until = Some(time);
+    }
+
+    fn quiet(&self, time: Millis) -> bool {
+        self.state.quiet_until.is_some_and(|q| time <= q)
     }
 
     pub fn stats(&self) -> &EngineStats {
@@ -809,6 +831,7 @@ impl Engine {
 
     fn evaluate(&mut self, n: i64) {
         let at = n * self.every;
+        let quiet = self.quiet(at);
         let event_time = format_rfc3339(at);
         self.state.stats.instants += 1;
         let config = Arc::clone(&self.config);
@@ -845,7 +868,7 @@ impl Engine {
                     let transition = tracker.step(objective, state, m, at, || {
                         incident_id(&model.model_id, &objective.name, &segment, at)
                     });
-                    self.outputs.push_back(Output::Metric(MetricSnapshot {
+                    let snapshot = Output::Metric(MetricSnapshot {
                         model_id: model.model_id.clone(),
                         segment: segment.clone(),
                         objective: objective.name.clone(),
@@ -857,8 +880,11 @@ impl Engine {
                         samples: m.samples,
                         state,
                         sla_version: config.sla_version.clone(),
-                    }));
-                    self.state.stats.snapshots += 1;
+                    });
+                    if !quiet {
+                        self.outputs.push_back(snapshot);
+                        self.state.stats.snapshots += 1;
+                    }
                     let Some(transition) = transition else {
                         continue;
                     };
@@ -897,7 +923,9 @@ impl Engine {
                         ms.version_before(n),
                         None,
                     );
-                    self.outputs.push_back(Output::Breach(event));
+                    if !quiet {
+                        self.outputs.push_back(Output::Breach(event));
+                    }
                 }
                 ms.objectives[oi].trackers.retain(|_, t| !t.is_idle());
             }
@@ -909,6 +937,7 @@ impl Engine {
     }
 
     fn apply_ack(&mut self, a: AckEntry) {
+        let quiet = self.quiet(a.time);
         let found = match &a.target {
             AckTargetState::Incident(id) => self.state.open.get(id).cloned(),
             AckTargetState::Objective {
@@ -970,14 +999,16 @@ impl Engine {
                 },
             };
             self.state.stats.acks_unmatched += 1;
-            self.outputs.push_back(Output::DeadLetter(DeadLetter {
-                origin: Origin {
-                    input: InputKind::Acks,
-                    position,
-                    raw: a.raw,
-                },
-                reason: Reason::NoOpenIncident(what),
-            }));
+            if !quiet {
+                self.outputs.push_back(Output::DeadLetter(DeadLetter {
+                    origin: Origin {
+                        input: InputKind::Acks,
+                        position,
+                        raw: a.raw,
+                    },
+                    reason: Reason::NoOpenIncident(what),
+                }));
+            }
             return;
         };
         let config = Arc::clone(&self.config);
@@ -1021,7 +1052,9 @@ impl Engine {
             incident.model_version.clone(),
             a.by,
         );
-        self.outputs.push_back(Output::Breach(event));
+        if !quiet {
+            self.outputs.push_back(Output::Breach(event));
+        }
     }
 }
 

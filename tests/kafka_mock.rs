@@ -232,7 +232,16 @@ fn sigterm_drains_commits_and_exits() {
         stdout.contains(&format!("run stopped: {n} messages")),
         "{stdout}"
     );
-    // The committed offsets cover everything consumed.
+    // The drain saved a checkpoint covering every message consumed…
+    let store =
+        slaguard::kafka::checkpoint::CheckpointStore::new(&dir.path().join("state"), "sigterm");
+    let checkpoint = store
+        .load()
+        .expect("readable")
+        .expect("a checkpoint was written");
+    let covered: i64 = checkpoint.offsets.iter().map(|(_, _, o)| *o).sum();
+    assert_eq!(covered as usize, n, "the checkpoint covers every message");
+    // …and committed the offsets a successor would rebuild from, naming the last instant.
     let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("group.id", "sigterm")
@@ -247,12 +256,19 @@ fn sigterm_drains_commits_and_exits() {
     let committed = consumer
         .committed_offsets(tpl, Duration::from_secs(5))
         .expect("committed");
-    let total: i64 = committed
-        .elements()
-        .iter()
-        .map(|e| e.offset().to_raw().unwrap_or(0))
-        .sum();
-    assert_eq!(total as usize, n, "offsets committed for every message");
+    for e in committed.elements() {
+        assert!(
+            e.offset().to_raw().is_some_and(|o| o >= 0),
+            "{}/{} committed",
+            e.topic(),
+            e.partition()
+        );
+        assert!(
+            e.metadata().starts_with("slaguard.resume=2026-"),
+            "resume instant in the metadata: {:?}",
+            e.metadata()
+        );
+    }
     drop(producer);
 }
 

@@ -14,7 +14,10 @@ use sha2::{Digest, Sha256};
 use super::KafkaShellError;
 use crate::config::SlaConfig;
 
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+
+/// (interval, first offset seen in it) for one partition, oldest first.
+pub type Marks = Vec<(i64, i64)>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -25,6 +28,8 @@ pub struct Checkpoint {
     pub partitions: Vec<(String, i32, Option<usize>)>,
     /// Next offset to read, per input partition.
     pub offsets: Vec<(String, i32, i64)>,
+    /// Per input partition: (interval, first offset) marks for rebuild offsets.
+    pub marks: Vec<(String, i32, Marks)>,
     pub engine: Vec<u8>,
 }
 

@@ -10,7 +10,7 @@
 //! last checkpoint and re-reads from its offsets, so outputs since then are produced again
 //! with the same content and incident ids.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -31,6 +31,7 @@ use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
 use crate::decode;
 use crate::engine::Engine;
 use crate::event::Event;
+use crate::time::Millis;
 use crate::watermark::SourceId;
 
 /// How `run` behaves, beyond the topics.
@@ -73,6 +74,11 @@ struct State {
     skip_below: BTreeMap<PartitionKey, i64>,
     last_message: BTreeMap<PartitionKey, Instant>,
     idle: BTreeSet<PartitionKey>,
+    /// Per partition: (interval, first offset seen in it), oldest first.
+    marks: BTreeMap<PartitionKey, VecDeque<(i64, i64)>>,
+    /// How far back in event time live state can reach (see `rebuild_horizon`).
+    horizon: Millis,
+    every: Millis,
     summary: RunSummary,
     /// An error raised inside a rebalance callback, reported by the loop.
     failure: Option<KafkaShellError>,
@@ -81,6 +87,8 @@ struct State {
 impl State {
     fn decode_and_apply(
         &mut self,
+        key: &PartitionKey,
+        offset: i64,
         kind: InputKind,
         source: Option<SourceId>,
         payload: &[u8],
@@ -94,6 +102,13 @@ impl State {
             }
             other => other,
         };
+        // Remember the first offset of each interval of event time: a rebuild restarts
+        // from the interval that the oldest live state reaches back to.
+        let interval = event.time().div_euclid(self.every);
+        let marks = self.marks.entry(key.clone()).or_default();
+        if marks.back().is_none_or(|(k, _)| interval > *k) {
+            marks.push_back((interval, offset));
+        }
         self.engine
             .handle(source.unwrap_or(SourceId(usize::MAX)), event)
     }
@@ -126,7 +141,7 @@ impl State {
                 s
             }
         };
-        if let Err(reason) = self.decode_and_apply(kind, source, payload, origin) {
+        if let Err(reason) = self.decode_and_apply(&key, offset, kind, source, payload, origin) {
             self.sink.dead_letter(
                 &DeadLetter {
                     origin: origin(),
@@ -175,6 +190,33 @@ impl State {
 
     /// Waits for every output to be acknowledged, saves the state and the offsets it
     /// covers, then commits those offsets.
+    /// Offsets from which a fresh engine rebuilds all live state: the first offset of the
+    /// interval the horizon reaches back to. Marks older than that are forgotten.
+    fn rebuild_offsets(&mut self) -> Vec<(String, i32, i64)> {
+        let cutoff = self
+            .engine
+            .watermark()
+            .map(|w| (w - self.horizon).div_euclid(self.every));
+        let mut out = Vec::new();
+        for (key, next) in &self.offsets {
+            let marks = self.marks.entry(key.clone()).or_default();
+            if let Some(cutoff) = cutoff {
+                while marks.len() > 1 && marks[1].0 <= cutoff {
+                    marks.pop_front();
+                }
+            }
+            out.push((
+                key.0.clone(),
+                key.1,
+                marks.front().map_or(*next, |(_, o)| *o),
+            ));
+        }
+        out
+    }
+
+    /// Waits for every output to be acknowledged, saves the state and the exact offsets it
+    /// covers, then commits the rebuild offsets with the last instant emitted, so that
+    /// another owner of these partitions can rebuild the state and stay quiet up to there.
     fn checkpoint<C: ConsumerContext>(
         &mut self,
         consumer: &impl Consumer<C>,
@@ -191,17 +233,29 @@ impl State {
             .iter()
             .map(|((t, p), o)| (t.clone(), *p, *o))
             .collect();
+        let rebuild = self.rebuild_offsets();
         self.store.save(Checkpoint {
             version: 0,
             config: self.fingerprint,
             partitions,
-            offsets: offsets.clone(),
+            offsets,
+            marks: self
+                .marks
+                .iter()
+                .map(|((t, p), m)| (t.clone(), *p, m.iter().copied().collect()))
+                .collect(),
             engine: self.engine.snapshot()?,
         })?;
-        if !offsets.is_empty() {
+        if !rebuild.is_empty() {
+            let resume = self.engine.last_instant().map_or(String::new(), |t| {
+                format!("{RESUME}{}", crate::time::format_rfc3339(t))
+            });
             let mut tpl = TopicPartitionList::new();
-            for (t, p, o) in &offsets {
+            for (t, p, o) in &rebuild {
                 tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+                if let Some(mut e) = tpl.find_partition(t, *p) {
+                    e.set_metadata(&resume);
+                }
             }
             // The checkpoint above already covers these offsets for this instance, so a
             // commit that fails (coordinator moving, broker restarting) is retried at the
@@ -217,7 +271,11 @@ impl State {
 
     /// Takes over `assigned` partitions: restores the checkpoint when it covers exactly
     /// them with the same configuration, else starts a new engine.
-    fn assign(&mut self, assigned: Vec<PartitionKey>) -> Result<(), KafkaShellError> {
+    fn assign(
+        &mut self,
+        assigned: Vec<PartitionKey>,
+        resume: Option<Millis>,
+    ) -> Result<(), KafkaShellError> {
         let now = Instant::now();
         let wanted: BTreeSet<&PartitionKey> = assigned.iter().collect();
         self.offsets.clear();
@@ -252,10 +310,16 @@ impl State {
                 path = %self.store.path().display(),
                 same_partitions = same,
                 same_config = c.config == self.fingerprint,
-                "the checkpoint does not match this assignment or configuration: starting from the committed offsets with empty state"
+                "the checkpoint does not match this assignment or configuration: rebuilding from the committed offsets"
             );
         }
+        self.marks.clear();
         self.engine = Engine::new(Arc::clone(&self.config));
+        if let Some(t) = resume {
+            // Everything up to `t` was emitted by the previous owner of these partitions.
+            self.engine.quiet_until(t);
+            tracing::info!(until = %crate::time::format_rfc3339(t), "rebuilding state quietly up to the last instant already emitted");
+        }
         self.sources = assigned
             .into_iter()
             .map(|k| {
@@ -266,6 +330,28 @@ impl State {
             .collect();
         Ok(())
     }
+}
+
+/// Commit metadata prefix naming the last instant emitted before the commit.
+const RESUME: &str = "slaguard.resume=";
+
+/// How far back in event time live state can reach: the longest label wait, the longest
+/// window, the allowed lateness and one interval. Rebuilding from this far back before the
+/// watermark restores every pending prediction and every window still to be evaluated.
+pub fn rebuild_horizon(config: &SlaConfig) -> Millis {
+    let wait = config
+        .models
+        .iter()
+        .map(|m| m.label_ttl.max(m.early_label_ttl))
+        .max()
+        .unwrap_or(0);
+    let window = config
+        .models
+        .iter()
+        .flat_map(|m| m.objectives.iter().map(|o| o.window))
+        .max()
+        .unwrap_or(0);
+    wait + window + config.defaults.allowed_lateness + config.defaults.evaluate_every
 }
 
 /// The consumer context: rebalances go through the same drain as shutdown.
@@ -297,7 +383,7 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let assigned: Vec<PartitionKey> = tpl
                 .elements()
@@ -305,8 +391,24 @@ impl ConsumerContext for GroupContext {
                 .map(|e| (e.topic().to_string(), e.partition()))
                 .collect();
             tracing::info!(partitions = assigned.len(), "partitions assigned");
+            // The latest instant any previous owner of these partitions emitted.
+            let resume = match consumer.committed_offsets((*tpl).clone(), self.timeout) {
+                Ok(c) => c
+                    .elements()
+                    .iter()
+                    .filter_map(|e| {
+                        e.metadata()
+                            .strip_prefix(RESUME)
+                            .and_then(|t| t.parse::<Millis>().ok())
+                    })
+                    .max(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the committed offsets' metadata");
+                    None
+                }
+            };
             let mut s = lock(&self.state);
-            if let Err(e) = s.assign(assigned) {
+            if let Err(e) = s.assign(assigned, resume) {
                 s.failure = Some(e);
             }
         }
@@ -322,6 +424,7 @@ pub async fn run(
 ) -> Result<RunSummary, KafkaShellError> {
     preflight::check(&settings, true, Duration::from_secs(10))?;
     let idle_timeout = Duration::from_millis(config.defaults.idle_timeout.max(0) as u64);
+    let state_config = Arc::clone(&config);
     let state = Arc::new(Mutex::new(State {
         engine: Engine::new(Arc::clone(&config)),
         sink: Sink::new(&settings, &config.sla_version)?,
@@ -336,6 +439,9 @@ pub async fn run(
         skip_below: BTreeMap::new(),
         last_message: BTreeMap::new(),
         idle: BTreeSet::new(),
+        marks: BTreeMap::new(),
+        horizon: rebuild_horizon(&state_config),
+        every: state_config.defaults.evaluate_every.max(1),
         summary: RunSummary::default(),
         failure: None,
     }));
