@@ -16,7 +16,7 @@ use serde_json::Value;
 use slaguard::kafka::processor::{self, RunOptions};
 use tokio_util::sync::CancellationToken;
 
-fn stage<'a>(lines: &'a [String], from: i64, to: i64) -> impl Iterator<Item = &'a str> {
+fn stage(lines: &[String], from: i64, to: i64) -> impl Iterator<Item = &str> {
     lines.iter().map(String::as_str).filter(move |l| {
         serde_json::from_str::<Value>(l)
             .ok()
