@@ -46,9 +46,10 @@ struct KafkaArgs {
     labels_topic: String,
     #[arg(long, default_value = "acks")]
     acks_topic: String,
-    /// Prefix of the output topics (breaches, metrics, escalations, dead_letters).
-    #[arg(long, default_value = "sla.")]
-    output_prefix: String,
+    /// Prefix of the output topics (breaches, metrics, escalations, dead_letters); `run`
+    /// defaults to `sla.`, a topic replay needs it or --out.
+    #[arg(long)]
+    output_prefix: Option<String>,
     /// Encoding of a topic: ROLE=json|avro|confluent[:ID] (repeatable; roles: inferences,
     /// labels, acks, breaches, metrics).
     #[arg(long = "format", value_name = "ROLE=FORMAT")]
@@ -62,7 +63,9 @@ impl KafkaArgs {
         s.inferences_topic.clone_from(&self.inferences_topic);
         s.labels_topic.clone_from(&self.labels_topic);
         s.acks_topic.clone_from(&self.acks_topic);
-        s.output_prefix.clone_from(&self.output_prefix);
+        if let Some(prefix) = &self.output_prefix {
+            s.output_prefix.clone_from(prefix);
+        }
         for f in &self.formats {
             s.formats.set(f).map_err(anyhow::Error::msg)?;
         }
@@ -224,9 +227,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         })
                         .transpose()
                     };
-                    let target = match out {
-                        Some(dir) => ReplayTarget::Dir(dir),
-                        None => ReplayTarget::Topics(kafka.output_prefix.clone()),
+                    let target = match (out, &kafka.output_prefix) {
+                        (Some(dir), _) => ReplayTarget::Dir(dir),
+                        (None, Some(prefix)) => ReplayTarget::Topics(prefix.clone()),
+                        (None, None) => anyhow::bail!(
+                            "a topic replay writes to --out DIR or to topics named with --output-prefix (e.g. replay.), never to the live sla. topics by default"
+                        ),
                     };
                     let options = TopicReplayOptions {
                         from: instant(from, "from")?,

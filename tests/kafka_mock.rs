@@ -394,3 +394,30 @@ models:
         .iter()
         .any(|(k, v)| k == "slaguard.reason" && v == "not_avro"));
 }
+
+#[test]
+fn a_topic_replay_never_writes_to_the_live_topics_by_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("sla.yaml");
+    std::fs::write(
+        &config,
+        slaguard::scenario::sla_yaml(&common::golden_spec()),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_slaguard"))
+        .args([
+            "replay",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--brokers",
+            "127.0.0.1:1",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--out DIR or to topics named with --output-prefix"),
+        "{err}"
+    );
+}
