@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 
 use crate::dead_letter::Reason;
 use crate::decode;
-use crate::event::{Ack, Inference, Label, Prediction};
+use crate::event::{Ack, FeatureValue, Inference, Label, Prediction};
 
 const INFERENCE: &str = include_str!("../schemas/inference.avsc");
 const LABEL: &str = include_str!("../schemas/label.avsc");
@@ -123,6 +123,30 @@ impl Codecs {
             })?,
             prediction,
             attributes,
+            features: match field(&fields, "features") {
+                Avro::Map(m) => {
+                    let mut f: Vec<(String, FeatureValue)> = m
+                        .iter()
+                        .map(|(k, v)| {
+                            let v = match v {
+                                Avro::Union(_, inner) => inner.as_ref(),
+                                other => other,
+                            };
+                            let value = match v {
+                                Avro::Null => FeatureValue::Missing,
+                                Avro::Double(d) => FeatureValue::Number(*d),
+                                Avro::String(s) => FeatureValue::Text(s.clone()),
+                                Avro::Boolean(b) => FeatureValue::Bool(*b),
+                                _ => FeatureValue::Other,
+                            };
+                            (k.clone(), value)
+                        })
+                        .collect();
+                    f.sort_by(|a, b| a.0.cmp(&b.0));
+                    f
+                }
+                _ => Vec::new(),
+            },
         };
         decode::check_inference(&event)?;
         Ok(event)
@@ -373,6 +397,7 @@ mod tests {
             let from_json = decode::inference(json.to_string().as_bytes()).expect("json");
             let mut from_json_sorted = from_json.clone();
             from_json_sorted.attributes.sort();
+            from_json_sorted.features.sort_by(|a, b| a.0.cmp(&b.0));
             assert_eq!(from_avro, from_json_sorted);
         }
     }

@@ -12,7 +12,9 @@ use serde::Deserialize;
 
 use crate::avro::{Codecs, Format};
 use crate::dead_letter::{InputKind, Reason};
-use crate::event::{Ack, AckAction, AckTarget, Event, Inference, Label, Prediction, Status};
+use crate::event::{
+    Ack, AckAction, AckTarget, Event, FeatureValue, Inference, Label, Prediction, Status,
+};
 use crate::time::{parse_rfc3339, Millis};
 
 /// A timestamp: RFC 3339 string or integer epoch milliseconds.
@@ -99,6 +101,53 @@ struct RawInference<'a> {
     status: Option<Cow<'a, str>>,
     prediction: Option<RawPrediction>,
     attributes: Option<BTreeMap<String, Option<Text>>>,
+    features: Option<BTreeMap<String, Feature>>,
+}
+
+/// A feature value of any JSON type; lists and objects become `Other` (a schema
+/// violation to count, not a reason to reject the event).
+struct Feature(FeatureValue);
+
+impl<'de> Deserialize<'de> for Feature {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Feature;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a feature value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Feature, E> {
+                Ok(Feature(FeatureValue::Missing))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Feature, E> {
+                Ok(Feature(FeatureValue::Missing))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Feature, E> {
+                Ok(Feature(FeatureValue::Bool(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Feature, E> {
+                Ok(Feature(FeatureValue::Number(v as f64)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Feature, E> {
+                Ok(Feature(FeatureValue::Number(v as f64)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Feature, E> {
+                Ok(Feature(FeatureValue::Number(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Feature, E> {
+                Ok(Feature(FeatureValue::Text(v.to_string())))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<Feature, A::Error> {
+                while a.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Feature(FeatureValue::Other))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut a: A) -> Result<Feature, A::Error> {
+                while a.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                Ok(Feature(FeatureValue::Other))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -209,6 +258,12 @@ pub fn inference(bytes: &[u8]) -> Result<Inference, Reason> {
             value: p.value,
         }),
         attributes,
+        features: raw
+            .features
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect(),
     };
     check_inference(&event)?;
     Ok(event)

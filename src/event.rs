@@ -37,6 +37,20 @@ pub struct Inference {
     pub prediction: Option<Prediction>,
     /// Slice dimensions, values rendered as strings.
     pub attributes: Vec<(String, String)>,
+    /// Model inputs, by name, for drift and data-quality metrics.
+    pub features: Vec<(String, FeatureValue)>,
+}
+
+/// One feature value as sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeatureValue {
+    /// `null`: counted by `missing_rate`, left out of drift.
+    Missing,
+    Number(f64),
+    Text(String),
+    Bool(bool),
+    /// A list or an object: never a valid feature value.
+    Other,
 }
 
 /// One ground-truth label event.
