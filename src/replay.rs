@@ -247,7 +247,7 @@ pub struct MergedInputs {
 /// One step of a merged replay.
 pub enum Step {
     /// A decoded event; apply it with [`MergedInputs::apply`].
-    Event(usize, Event),
+    Event(usize, Box<Event>),
     /// The input file that registered this source has ended.
     Ended(SourceId),
 }
@@ -306,14 +306,14 @@ impl MergedInputs {
                 .event_time
                 .map_or(event.time(), |t| t.max(event.time())),
         );
-        Ok(Some(Step::Event(i, event)))
+        Ok(Some(Step::Event(i, Box::new(event))))
     }
 
     /// Hands `event` (from input `i`) to the engine; a rejection becomes a dead letter.
-    pub fn apply(&self, engine: &mut Engine, i: usize, event: Event) -> Option<DeadLetter> {
+    pub fn apply(&self, engine: &mut Engine, i: usize, event: Box<Event>) -> Option<DeadLetter> {
         let c = &self.cursors[i];
         let source = self.sources[i].unwrap_or(SourceId(i));
-        let event = match event {
+        let event = match *event {
             Event::Ack(mut a) => {
                 a.origin = Some(c.origin());
                 Event::Ack(a)
