@@ -15,6 +15,7 @@
 //! - [`series`]: per-model windows by family, window and segment.
 //! - [`breach`]: the incident state machine and incident ids.
 //! - [`output`]: metric snapshots and breach events.
+//! - [`profile`]: reference profiles, the drift baselines.
 //! - [`engine`]: the deterministic core tying these together: events in, outputs out.
 //! - [`replay`]: the file replay shell; [`kafka`]: the Kafka shell (`run`, topic replay).
 //! - [`demo`]: the embedded demo on librdkafka's mock cluster.
@@ -34,6 +35,7 @@ pub mod join;
 pub mod kafka;
 pub mod metric;
 pub mod output;
+pub mod profile;
 pub mod replay;
 pub mod scenario;
 pub mod series;

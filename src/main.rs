@@ -125,6 +125,16 @@ enum Command {
         #[arg(long, requires = "brokers")]
         to: Option<String>,
     },
+    /// Build a reference profile (drift baseline) from inference events in a JSONL file.
+    Profile {
+        #[arg(long)]
+        inferences: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Profile only this model's events (required when the file holds several models).
+        #[arg(long)]
+        model: Option<String>,
+    },
     /// Write the scripted two-model scenario (inferences, labels, acks, sla.yaml) to a folder.
     Generate {
         #[arg(long)]
@@ -166,6 +176,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config } => Ok(check(&config)),
+        Command::Profile {
+            inferences,
+            out,
+            model,
+        } => {
+            profile(&inferences, &out, model.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo { seconds } => {
             let runtime = tokio::runtime::Runtime::new()?;
             let tty = std::io::stdout().is_terminal();
@@ -500,6 +518,54 @@ fn replay_from_topics(
     println!(
         "  outputs       {} snapshots, {} breach events",
         counts.outputs.metrics, counts.outputs.breaches
+    );
+    Ok(())
+}
+
+fn profile(
+    inferences: &std::path::Path,
+    out: &std::path::Path,
+    model: Option<&str>,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(inferences)
+        .with_context(|| format!("cannot read {}", inferences.display()))?;
+    let mut events = Vec::new();
+    let mut skipped = 0u64;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match slaguard::decode::inference(line.as_bytes()) {
+            Ok(e) if model.is_none_or(|m| m == e.model_id) => events.push(e),
+            Ok(_) => {}
+            Err(_) => skipped += 1,
+        }
+    }
+    let models: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e.model_id.as_str()).collect();
+    anyhow::ensure!(
+        !events.is_empty(),
+        "no inference events{} in {}",
+        model.map_or(String::new(), |m| format!(" of model `{m}`")),
+        inferences.display()
+    );
+    anyhow::ensure!(
+        models.len() == 1,
+        "{} holds events of several models ({}): choose one with --model",
+        inferences.display(),
+        models.into_iter().collect::<Vec<_>>().join(", ")
+    );
+    let p = slaguard::profile::Profile::build(&events);
+    std::fs::write(out, serde_json::to_string_pretty(&p)?)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "wrote {}: {} features and {} from {} events ({} unreadable lines skipped)",
+        out.display(),
+        p.features.len(),
+        if p.score.is_some() {
+            "the score"
+        } else {
+            "no score"
+        },
+        events.len(),
+        skipped
     );
     Ok(())
 }
