@@ -106,7 +106,8 @@ impl FeatureProfile {
             edges, proportions, ..
         } = self
         {
-            if edges.windows(2).any(|w| !(w[0] < w[1])) || edges.iter().any(|e| !e.is_finite()) {
+            let increasing = edges.windows(2).all(|w| w[0] < w[1]);
+            if !increasing || edges.iter().any(|e| !e.is_finite()) {
                 out.push((
                     format!("{path}.edges"),
                     "must be finite and strictly increasing".to_string(),
