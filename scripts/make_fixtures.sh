@@ -12,3 +12,4 @@ trap 'rm -rf "$scenario"' EXIT
 "$bin" generate --out "$scenario" --duration 3h --rate 2 --seed 7
 python3 scripts/reference_replay.py --scenario "$scenario" --out tests/fixtures/golden
 python3 scripts/reference_metrics.py tests/fixtures/metric_reference.json
+python3 scripts/reference_drift.py tests/fixtures/drift_reference.json

@@ -15,7 +15,7 @@
 //! - [`series`]: per-model windows by family, window and segment.
 //! - [`breach`]: the incident state machine and incident ids.
 //! - [`output`]: metric snapshots and breach events.
-//! - [`profile`]: reference profiles, the drift baselines.
+//! - [`profile`]: reference profiles, the drift baselines; [`drift`]: PSI, KS, JS distance.
 //! - [`engine`]: the deterministic core tying these together: events in, outputs out.
 //! - [`replay`]: the file replay shell; [`kafka`]: the Kafka shell (`run`, topic replay).
 //! - [`demo`]: the embedded demo on librdkafka's mock cluster.
@@ -29,6 +29,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod decode;
 pub mod demo;
+pub mod drift;
 pub mod engine;
 pub mod event;
 pub mod join;
