@@ -193,6 +193,8 @@ mod tests {
             clear_for,
             segment_by: vec![],
             threshold_ms: None,
+            feature: None,
+            range: None,
             description: None,
         }
     }

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::breach::{assess, incident_id, BreachTracker, Transition};
 use crate::config::{ModelSla, SlaConfig};
 use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
-use crate::event::{Ack, AckAction, AckTarget, Event, Inference, Label, Status};
+use crate::event::{Ack, AckAction, AckTarget, Event, FeatureValue, Inference, Label, Status};
 use crate::join::{JoinState, Joined, Match, Unlabeled};
-use crate::metric::Task;
+use crate::metric::{Family, Task, ALL_FEATURES, SCORE};
 use crate::output::{BreachEvent, BreachKind, MetricSnapshot, Output, Segment};
 use crate::series::{Fact, RecordStats, SegmentKey, Series};
 use crate::time::{format_duration, format_rfc3339, Millis};
@@ -151,6 +151,7 @@ impl ModelState {
                         every,
                         o.threshold_ms.unwrap_or(0.0),
                         idx,
+                        drift_bins(m, o.family),
                     ));
                     series.len() - 1
                 }
@@ -595,7 +596,11 @@ impl Engine {
             ok,
             latency_ms: ev.latency_ms,
         };
+        let facts = profile_facts(model, ev);
         self.record(mi, ev.timestamp, fact, &dims);
+        for fact in facts {
+            self.record(mi, ev.timestamp, fact, &dims);
+        }
         match joined {
             Joined::Matched(m) => self.record_match(mi, m),
             Joined::AfterTtl(u) => self.record_unlabeled(mi, u),
@@ -873,7 +878,7 @@ impl Engine {
                         segment: segment.clone(),
                         objective: objective.name.clone(),
                         metric: objective.metric.name(),
-                        feature: None,
+                        feature: objective.feature.clone(),
                         window: objective.window_text.clone(),
                         event_time: event_time.clone(),
                         value: m.value,
@@ -1056,6 +1061,74 @@ impl Engine {
             self.outputs.push_back(Output::Breach(event));
         }
     }
+}
+
+/// The reference proportions a drift series compares with (empty for other families).
+fn drift_bins(model: &ModelSla, family: Family) -> Vec<f64> {
+    let Family::Drift(f) = family else {
+        return Vec::new();
+    };
+    let Some(profile) = &model.profile else {
+        return Vec::new();
+    };
+    let feature = if f == SCORE {
+        profile.score.as_ref()
+    } else {
+        profile.features.values().nth(f as usize)
+    };
+    feature.map(|p| p.drift_bins()).unwrap_or_default()
+}
+
+/// What an inference contributes to the model's drift and data-quality series: one fact
+/// per distinct family, computed against the reference profile.
+fn profile_facts(model: &ModelSla, ev: &Inference) -> Vec<Fact> {
+    let Some(profile) = &model.profile else {
+        return Vec::new();
+    };
+    let mut families: Vec<Family> = model
+        .objectives
+        .iter()
+        .map(|o| o.family)
+        .filter(|f| matches!(f, Family::Drift(_) | Family::Quality { .. }))
+        .collect();
+    families.sort_by_key(|f| format!("{f:?}"));
+    families.dedup();
+    let value = |name: &str| ev.features.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    families
+        .into_iter()
+        .filter_map(|family| match family {
+            Family::Drift(f) if f == SCORE => {
+                let score = ev.prediction.as_ref().and_then(|p| p.score)?;
+                let bin = profile
+                    .score
+                    .as_ref()?
+                    .bin_of(&FeatureValue::Number(score))?;
+                Some(Fact::Drift { feature: f, bin })
+            }
+            Family::Drift(f) => {
+                let (name, p) = profile.features.iter().nth(f as usize)?;
+                Some(Fact::Drift {
+                    feature: f,
+                    bin: p.bin_of(value(name)?)?,
+                })
+            }
+            Family::Quality { feature, range } => {
+                let bounds = range.map(|(lo, hi)| (f64::from_bits(lo), f64::from_bits(hi)));
+                let counts = if feature == ALL_FEATURES {
+                    profile.quality_all(&ev.features, bounds)
+                } else {
+                    let (name, p) = profile.features.iter().nth(feature as usize)?;
+                    p.quality_of(value(name), bounds)
+                };
+                Some(Fact::Quality {
+                    feature,
+                    range,
+                    counts,
+                })
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Builds a breach event for an incident of objective `oi` of model `mi`.

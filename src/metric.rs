@@ -49,7 +49,21 @@ pub enum Family {
     Reliability,
     /// Label arrival: joined and expired predictions, label delay histogram.
     Labels,
+    /// Bin counts of one profiled feature (index into the model's profile features, or
+    /// [`SCORE`] for the prediction score).
+    Drift(u32),
+    /// Missing, wrong-type and out-of-range counts of one profiled feature, or of all
+    /// ([`ALL_FEATURES`]); `range` is the objective's (low, high) as f64 bits.
+    Quality {
+        feature: u32,
+        range: Option<(u64, u64)>,
+    },
 }
+
+/// Feature index of the prediction score in [`Family::Drift`].
+pub const SCORE: u32 = u32::MAX - 1;
+/// Feature index meaning "every feature of the profile" in [`Family::Quality`].
+pub const ALL_FEATURES: u32 = u32::MAX;
 
 macro_rules! metrics {
     ($($variant:ident => $name:literal),* $(,)?) => {
@@ -120,8 +134,9 @@ impl fmt::Display for Metric {
 pub enum Unusable {
     /// The metric exists but does not apply to this task.
     WrongTask { metric: Metric, task: Task },
-    /// Drift and data-quality metrics need reference profiles, which this build does not read.
-    NotAvailable(Metric),
+    /// Drift and data-quality metrics are placed by the configuration, which knows the
+    /// model's reference profile.
+    NeedsProfile(Metric),
 }
 
 impl fmt::Display for Unusable {
@@ -132,10 +147,9 @@ impl fmt::Display for Unusable {
                 "metric `{metric}` does not apply to a {} model",
                 task.name()
             ),
-            Unusable::NotAvailable(metric) => write!(
-                f,
-                "metric `{metric}` (drift / data quality) is not available in this version of slaguard"
-            ),
+            Unusable::NeedsProfile(metric) => {
+                write!(f, "metric `{metric}` needs the model's reference profile")
+            }
         }
     }
 }
@@ -176,9 +190,22 @@ impl Metric {
             ErrorRate | Availability | Throughput | RequestCount => Family::Reliability,
             LabelCoverage | LabelDelayP50 | LabelDelayP95 => Family::Labels,
             MissingRate | SchemaViolationRate | OutOfRangeRate | Psi | Ks | JsDistance => {
-                return Err(Unusable::NotAvailable(self))
+                return Err(Unusable::NeedsProfile(self))
             }
         })
+    }
+
+    /// Drift scores, computed against a reference profile.
+    pub fn is_drift(self) -> bool {
+        matches!(self, Metric::Psi | Metric::Ks | Metric::JsDistance)
+    }
+
+    /// Data-quality rates, per feature or over every feature of the profile.
+    pub fn is_quality(self) -> bool {
+        matches!(
+            self,
+            Metric::MissingRate | Metric::SchemaViolationRate | Metric::OutOfRangeRate
+        )
     }
 
     /// Metrics whose value is a share of events (0..1), eligible for burn-rate alerting.

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{FeatureValue, Inference};
+use crate::summary::QualityCounts;
 
 /// The category that collects rare (profile) and unseen (live) values.
 pub const OTHER: &str = "__other__";
@@ -58,6 +59,65 @@ pub fn bin(edges: &[f64], v: f64) -> usize {
 }
 
 impl FeatureProfile {
+    /// Reference proportions of the bins live values are counted in: the profile's, plus
+    /// an "unseen" bin (reference share 0) for a categorical profile without `__other__`.
+    pub fn drift_bins(&self) -> Vec<f64> {
+        let mut e = self.expected();
+        if let FeatureProfile::Categorical { proportions } = self {
+            if !proportions.contains_key(OTHER) {
+                e.push(0.0);
+            }
+        }
+        e
+    }
+
+    /// The bin a live value falls in; `None` for a missing or wrongly typed value.
+    pub fn bin_of(&self, v: &FeatureValue) -> Option<u32> {
+        match (self, v) {
+            (FeatureProfile::Numeric { edges, .. }, FeatureValue::Number(x)) if x.is_finite() => {
+                Some(bin(edges, *x) as u32)
+            }
+            (FeatureProfile::Numeric { .. }, _) => None,
+            (FeatureProfile::Categorical { proportions }, v) => {
+                let text = match v {
+                    FeatureValue::Text(t) => t.clone(),
+                    FeatureValue::Bool(b) => b.to_string(),
+                    FeatureValue::Number(x) => x.to_string(),
+                    FeatureValue::Missing | FeatureValue::Other => return None,
+                };
+                let index = proportions
+                    .keys()
+                    .position(|k| *k == text)
+                    .or_else(|| proportions.keys().position(|k| k == OTHER))
+                    .unwrap_or(proportions.len());
+                Some(index as u32)
+            }
+        }
+    }
+
+    /// Quality counts of one value (`None`: the feature is absent). `range` overrides the
+    /// observed min and max of a numeric profile.
+    pub fn quality_of(&self, v: Option<&FeatureValue>, range: Option<(f64, f64)>) -> QualityCounts {
+        let mut c = QualityCounts {
+            units: 1,
+            ..QualityCounts::default()
+        };
+        match (self, v) {
+            (_, None | Some(FeatureValue::Missing)) => c.missing = 1,
+            (FeatureProfile::Numeric { min, max, .. }, Some(FeatureValue::Number(x))) => {
+                let bounds = range.or(min.zip(*max));
+                if let Some((lo, hi)) = bounds {
+                    c.range_checked = 1;
+                    c.out_of_range = u32::from(!(lo..=hi).contains(x));
+                }
+            }
+            (FeatureProfile::Numeric { .. }, Some(_))
+            | (FeatureProfile::Categorical { .. }, Some(FeatureValue::Other)) => c.violations = 1,
+            (FeatureProfile::Categorical { .. }, Some(_)) => {}
+        }
+        c
+    }
+
     /// Number of bins (numeric) or categories (categorical).
     pub fn len(&self) -> usize {
         match self {
@@ -144,6 +204,32 @@ impl Profile {
             out.extend(s.problems("score"));
         }
         out
+    }
+
+    /// Quality counts of one inference over every feature of the profile; a feature the
+    /// profile does not know is a schema violation.
+    pub fn quality_all(
+        &self,
+        features: &[(String, FeatureValue)],
+        range: Option<(f64, f64)>,
+    ) -> QualityCounts {
+        let mut total = QualityCounts::default();
+        for (name, profile) in &self.features {
+            let v = features.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+            let c = profile.quality_of(v, range);
+            total.units += c.units;
+            total.missing += c.missing;
+            total.violations += c.violations;
+            total.range_checked += c.range_checked;
+            total.out_of_range += c.out_of_range;
+        }
+        let unknown = features
+            .iter()
+            .filter(|(k, _)| !self.features.contains_key(k))
+            .count() as u32;
+        total.units += unknown;
+        total.violations += unknown;
+        total
     }
 
     pub fn load(path: &Path) -> Result<Profile, ProfileError> {

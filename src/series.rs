@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::metric::{Family, Metric};
 use crate::summary::{
-    BinarySummary, LabelSummary, LatencySummary, LatencyUnderSummary, Measured, MulticlassSummary,
-    RegressionSummary, ReliabilitySummary,
+    BinarySummary, DriftSummary, LabelSummary, LatencySummary, LatencyUnderSummary, Measured,
+    MulticlassSummary, QualityCounts, QualitySummary, RegressionSummary, ReliabilitySummary,
 };
 use crate::time::Millis;
 use crate::window::{Recorded, SlidingWindow};
@@ -49,6 +49,17 @@ pub enum Fact {
     },
     /// A prediction whose label never came.
     Unlabeled,
+    /// The bin of a profiled feature (or of the score) in one inference.
+    Drift {
+        feature: u32,
+        bin: u32,
+    },
+    /// Data-quality counts of one inference for one quality family.
+    Quality {
+        feature: u32,
+        range: Option<(u64, u64)>,
+        counts: QualityCounts,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +71,8 @@ enum AnyWindow {
     LatencyUnder(SlidingWindow<LatencyUnderSummary>),
     Reliability(SlidingWindow<ReliabilitySummary>),
     Labels(SlidingWindow<LabelSummary>),
+    Drift(SlidingWindow<DriftSummary>),
+    Quality(SlidingWindow<QualitySummary>),
 }
 
 impl AnyWindow {
@@ -72,6 +85,8 @@ impl AnyWindow {
             Family::LatencyUnder(_) => AnyWindow::LatencyUnder(SlidingWindow::new(len)),
             Family::Reliability => AnyWindow::Reliability(SlidingWindow::new(len)),
             Family::Labels => AnyWindow::Labels(SlidingWindow::new(len)),
+            Family::Drift(_) => AnyWindow::Drift(SlidingWindow::new(len)),
+            Family::Quality { .. } => AnyWindow::Quality(SlidingWindow::new(len)),
         }
     }
 
@@ -122,6 +137,8 @@ impl AnyWindow {
                 | Fact::Regression { delay_ms, .. },
             ) => w.record(k, |s| s.record_joined(delay_ms)),
             (W::Labels(w), Fact::Unlabeled) => w.record(k, |s| s.record_expired()),
+            (W::Drift(w), Fact::Drift { bin, .. }) => w.record(k, |s| s.record(bin as usize)),
+            (W::Quality(w), Fact::Quality { counts, .. }) => w.record(k, |s| s.record(counts)),
             _ => return None,
         })
     }
@@ -136,6 +153,8 @@ impl AnyWindow {
             W::LatencyUnder(w) => _ = w.advance_to(n),
             W::Reliability(w) => _ = w.advance_to(n),
             W::Labels(w) => _ = w.advance_to(n),
+            W::Drift(w) => _ = w.advance_to(n),
+            W::Quality(w) => _ = w.advance_to(n),
         }
     }
 
@@ -151,6 +170,8 @@ impl AnyWindow {
             W::LatencyUnder(w) => !w.aggregate().is_empty(),
             W::Reliability(w) => !w.aggregate().is_empty(),
             W::Labels(w) => !w.aggregate().is_empty(),
+            W::Drift(w) => !w.aggregate().is_empty(),
+            W::Quality(w) => !w.aggregate().is_empty(),
         }
     }
 
@@ -164,10 +185,12 @@ impl AnyWindow {
             W::LatencyUnder(w) => w.is_idle(),
             W::Reliability(w) => w.is_idle(),
             W::Labels(w) => w.is_idle(),
+            W::Drift(w) => w.is_idle(),
+            W::Quality(w) => w.is_idle(),
         }
     }
 
-    fn measure(&self, metric: Metric, window_ms: Millis) -> Measured {
+    fn measure(&self, metric: Metric, window_ms: Millis, expected: &[f64]) -> Measured {
         use AnyWindow as W;
         match self {
             W::Binary(w) => w.aggregate().measure(metric),
@@ -177,6 +200,8 @@ impl AnyWindow {
             W::LatencyUnder(w) => w.aggregate().measure(),
             W::Reliability(w) => w.aggregate().measure(metric, window_ms),
             W::Labels(w) => w.aggregate().measure(metric),
+            W::Drift(w) => w.aggregate().measure(metric, expected),
+            W::Quality(w) => w.aggregate().measure(metric),
         }
     }
 }
@@ -191,6 +216,8 @@ pub struct Series {
     threshold_ms: f64,
     /// Indices into the model's dimension list.
     pub dims: Vec<usize>,
+    /// Reference proportions of the bins, for a drift series.
+    expected: Vec<f64>,
     windows: BTreeMap<SegmentKey, AnyWindow>,
 }
 
@@ -208,6 +235,7 @@ impl Series {
         every_ms: Millis,
         threshold_ms: f64,
         dims: Vec<usize>,
+        expected: Vec<f64>,
     ) -> Series {
         Series {
             family,
@@ -215,6 +243,7 @@ impl Series {
             len: window_ms / every_ms.max(1),
             threshold_ms,
             dims,
+            expected,
             windows: BTreeMap::new(),
         }
     }
@@ -296,7 +325,7 @@ impl Series {
                 value: None,
                 samples: 0,
             },
-            |w| w.measure(metric, self.window_ms),
+            |w| w.measure(metric, self.window_ms, &self.expected),
         )
     }
 

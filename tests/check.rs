@@ -84,9 +84,8 @@ fn every_problem_is_listed_with_its_path() {
         ),
         (
             "models[0].objectives[8].metric",
-            "not available in this version",
+            "set `reference: {file: …}` on the model",
         ),
-        ("models[0].objectives[8].feature", "drift"),
         ("models[0].objectives[9].alerting", "burn_rate"),
         ("models[1].task", "unknown task `forecasting`"),
         ("models[1].objectives", "at least one objective"),
@@ -183,7 +182,7 @@ fn the_cli_exits_non_zero_on_problems_and_summarises_a_valid_file() {
     let out = slaguard(&["check", "--config", bad.to_str().expect("utf-8")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("26 problem(s)"), "{err}");
+    assert!(err.contains("25 problem(s)"), "{err}");
     assert!(
         err.contains(
             "models[0].objectives[1].window: window 90s is not a multiple of evaluate_every (1m)"
@@ -221,4 +220,108 @@ fn the_cli_exits_non_zero_on_problems_and_summarises_a_valid_file() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read SLA file"));
+}
+
+#[test]
+fn broken_profiles_and_drift_objectives_are_all_explained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("broken.json"),
+        r#"{"features": {"amount": {"type": "numeric", "edges": [10, 5], "proportions": [0.2, 0.3, 0.4]},
+                        "country": {"type": "categorical", "proportions": {"DE": 0.7, "US": 0.2}}}}"#,
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("good.json"),
+        r#"{"features": {"amount": {"type": "numeric", "edges": [5, 10, 20], "proportions": [0.1, 0.4, 0.3, 0.2]},
+                        "country": {"type": "categorical", "proportions": {"DE": 0.6, "US": 0.3, "__other__": 0.1}}}}"#,
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("garbage.json"),
+        "{\"features\": {\"a\": {\"type\": \"histogram\"}}}",
+    )
+    .expect("write");
+    let yaml = r#"
+sla_version: "drift-1"
+models:
+  - model_id: a
+    task: regression
+    reference: {file: broken.json}
+    objectives:
+      - {name: d, metric: psi, feature: amount, op: "<=", target: 0.25, window: 1h}
+  - model_id: b
+    task: regression
+    reference: {file: good.json}
+    objectives:
+      - {name: d1, metric: psi, feature: weight, op: "<=", target: 0.25, window: 1h}
+      - {name: d2, metric: ks, feature: country, op: "<=", target: 0.2, window: 1h}
+      - {name: d3, metric: js_distance, op: "<=", target: 0.2, window: 1h}
+      - {name: d4, metric: psi, feature: score, op: "<=", target: 0.2, window: 1h}
+      - {name: q1, metric: out_of_range_rate, feature: amount, op: "<=", target: 0.01, window: 1h, range: [10, 5]}
+      - {name: q2, metric: missing_rate, feature: height, op: "<=", target: 0.01, window: 1h}
+      - {name: q3, metric: mae, feature: amount, op: "<=", target: 1, window: 1h}
+  - model_id: c
+    task: regression
+    reference: {file: garbage.json}
+    objectives:
+      - {name: m, metric: mae, op: "<=", target: 1, window: 1h}
+  - model_id: d
+    task: regression
+    reference: {file: missing.json}
+    objectives:
+      - {name: m, metric: mae, op: "<=", target: 1, window: 1h}
+"#;
+    let Err(ConfigError::Invalid { problems, .. }) =
+        config::parse(yaml, "drift.yaml", Some(dir.path()))
+    else {
+        panic!("must be rejected");
+    };
+    let rendered: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    let expect = [
+        (
+            "models[0].reference.file",
+            "features.amount.edges: must be finite and strictly increasing",
+        ),
+        (
+            "models[0].reference.file",
+            "features.amount.proportions: sum to 0.9",
+        ),
+        (
+            "models[0].reference.file",
+            "features.country.proportions: sum to 0.8999",
+        ),
+        ("models[0].objectives[0].metric", "reference profile"),
+        (
+            "models[1].objectives[0].feature",
+            "feature `weight` is not in the reference profile",
+        ),
+        (
+            "models[1].objectives[1].metric",
+            "ks needs a numeric feature",
+        ),
+        ("models[1].objectives[2].feature", "missing"),
+        ("models[1].objectives[3].feature", "no score distribution"),
+        ("models[1].objectives[4].range", "low < high"),
+        (
+            "models[1].objectives[5].feature",
+            "feature `height` is not in the reference profile",
+        ),
+        (
+            "models[1].objectives[6].feature",
+            "applies only to drift and data-quality metrics",
+        ),
+        ("models[2].reference.file", "not a valid profile"),
+        ("models[3].reference.file", "not found"),
+    ];
+    for (path, text) in expect {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == path && p.message.contains(text)),
+            "no problem at {path} mentioning {text:?}; got:\n{}",
+            rendered.join("\n")
+        );
+    }
+    assert_eq!(problems.len(), expect.len(), "{}", rendered.join("\n"));
 }

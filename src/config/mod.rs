@@ -112,6 +112,8 @@ pub struct ModelSla {
     pub positive_label: String,
     pub segment_by: Vec<String>,
     pub reference: Option<PathBuf>,
+    /// The reference profile, loaded and validated with the configuration.
+    pub profile: Option<std::sync::Arc<crate::profile::Profile>>,
     pub escalation: Option<String>,
     pub label_ttl: Millis,
     pub early_label_ttl: Millis,
@@ -139,6 +141,10 @@ pub struct Objective {
     /// Dimensions this objective is also evaluated per (the model's unless overridden).
     pub segment_by: Vec<String>,
     pub threshold_ms: Option<f64>,
+    /// The feature a drift or data-quality objective watches (`score` for the score).
+    pub feature: Option<String>,
+    /// `range: [low, high]` of an out_of_range_rate objective.
+    pub range: Option<(f64, f64)>,
     pub description: Option<String>,
 }
 

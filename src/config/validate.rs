@@ -13,7 +13,8 @@ use super::{
     CreditTier, Defaults, EscalationLevel, EscalationPolicy, ModelSla, Objective, Problem,
     SlaConfig,
 };
-use crate::metric::{Metric, Op, Task};
+use crate::metric::{Family, Metric, Op, Task, ALL_FEATURES, SCORE};
+use crate::profile::{FeatureProfile, Profile};
 use crate::time::{parse_duration, Millis};
 
 const TOP_LEVEL: [&str; 5] = [
@@ -388,14 +389,29 @@ fn read_model(
         Some(dir) => dir.join(&r.file),
         None => r.file.clone().into(),
     });
-    if let Some(file) = &reference {
+    let profile = reference.as_ref().and_then(|file| {
+        let at = format!("{path}.reference.file");
         if !file.is_file() {
             p.add(
-                format!("{path}.reference.file"),
+                &at,
                 format!("reference profile {} not found", file.display()),
             );
+            return None;
         }
-    }
+        match Profile::load(file) {
+            Err(e) => {
+                p.add(&at, e.to_string());
+                None
+            }
+            Ok(profile) => {
+                let problems = profile.problems();
+                for (inner, message) in &problems {
+                    p.add(&at, format!("{}: {inner}: {message}", file.display()));
+                }
+                problems.is_empty().then(|| std::sync::Arc::new(profile))
+            }
+        }
+    });
     let label_ttl = p.duration(
         raw.label_ttl.as_deref(),
         &format!("{path}.label_ttl"),
@@ -432,7 +448,15 @@ fn read_model(
             let _ = p.read::<RawObjective>(ov, &opath);
             continue;
         };
-        if let Some(o) = read_objective(p, ov, &opath, task, &raw.segment_by, defaults) {
+        if let Some(o) = read_objective(
+            p,
+            ov,
+            &opath,
+            task,
+            &raw.segment_by,
+            defaults,
+            profile.as_deref(),
+        ) {
             objectives.push(o);
         }
     }
@@ -445,6 +469,7 @@ fn read_model(
         positive_label: raw.positive_label.unwrap_or_else(|| "1".to_string()),
         segment_by: raw.segment_by,
         reference,
+        profile,
         escalation: raw.escalation,
         label_ttl,
         early_label_ttl,
@@ -459,6 +484,7 @@ fn read_objective(
     task: Task,
     model_segments: &[String],
     defaults: &Defaults,
+    profile: Option<&Profile>,
 ) -> Option<Objective> {
     let raw = p.read::<RawObjective>(v, path)?;
     let at = |field: &str| format!("{path}.{field}");
@@ -480,6 +506,7 @@ fn read_objective(
             );
             None
         }
+        Some(m) if m.is_drift() || m.is_quality() => profile_family(p, m, &raw, profile, path),
         Some(m) => match m.family(task, threshold_ms.unwrap_or(0.0)) {
             Ok(f) => Some(f),
             Err(why) => {
@@ -502,14 +529,15 @@ fn read_objective(
             _ => {}
         }
     }
-    if raw.feature.is_some() {
-        p.add(at("feature"), "applies only to drift and data-quality metrics, which this version of slaguard does not compute");
-    }
-    if raw.range.is_some() {
+    let profiled = metric.is_some_and(|m| m.is_drift() || m.is_quality());
+    if raw.feature.is_some() && metric.is_some() && !profiled {
         p.add(
-            at("range"),
-            "applies only to data-quality metrics, which this version of slaguard does not compute",
+            at("feature"),
+            "applies only to drift and data-quality metrics",
         );
+    }
+    if raw.range.is_some() && metric.is_some_and(|m| m != Metric::OutOfRangeRate) {
+        p.add(at("range"), "applies only to out_of_range_rate");
     }
     match raw.alerting.as_deref() {
         None | Some("threshold") => {}
@@ -631,6 +659,7 @@ fn read_objective(
     if let Some(own) = &raw.segment_by {
         check_dimensions(p, own, &at("segment_by"));
     }
+    let range = range_of(&raw);
     let segment_by = raw.segment_by.unwrap_or_else(|| model_segments.to_vec());
 
     let metric = metric?;
@@ -652,6 +681,121 @@ fn read_objective(
         clear_for: raw.clear_for.unwrap_or(1).max(1),
         segment_by,
         threshold_ms,
+        feature: raw.feature.clone(),
+        range,
         description: raw.description,
     })
+}
+
+/// `range: [low, high]` of an out_of_range_rate objective.
+fn range_of(raw: &RawObjective) -> Option<(f64, f64)> {
+    let list = raw.range.as_ref()?.as_sequence()?;
+    match list.as_slice() {
+        [lo, hi] => Some((lo.as_f64()?, hi.as_f64()?)),
+        _ => None,
+    }
+}
+
+/// The family of a drift or data-quality objective: its feature must be in the model's
+/// reference profile.
+fn profile_family(
+    p: &mut Problems,
+    metric: Metric,
+    raw: &RawObjective,
+    profile: Option<&Profile>,
+    path: &str,
+) -> Option<Family> {
+    let at = |field: &str| format!("{path}.{field}");
+    let Some(profile) = profile else {
+        p.add(at("metric"), format!("metric `{metric}` compares with the model's reference profile: set `reference: {{file: …}}` on the model"));
+        return None;
+    };
+    if raw.range.is_some() && range_of(raw).is_none_or(|(lo, hi)| lo >= hi) {
+        p.add(at("range"), "must be [low, high] with low < high");
+    }
+    let index = |name: &str| {
+        profile
+            .features
+            .keys()
+            .position(|k| k == name)
+            .map(|i| i as u32)
+    };
+    if metric.is_drift() {
+        let Some(feature) = raw.feature.as_deref() else {
+            p.add(
+                at("feature"),
+                format!("missing: name the feature `{metric}` watches (or `score`)"),
+            );
+            return None;
+        };
+        let (f, numeric) = if feature == "score" {
+            match &profile.score {
+                Some(s) => (SCORE, s.is_numeric()),
+                None => {
+                    p.add(
+                        at("feature"),
+                        "the reference profile has no score distribution",
+                    );
+                    return None;
+                }
+            }
+        } else {
+            match index(feature) {
+                Some(i) => (i, profile.features[feature].is_numeric()),
+                None => {
+                    let known: Vec<&str> = profile.features.keys().map(String::as_str).collect();
+                    p.add(
+                        at("feature"),
+                        format!(
+                            "feature `{feature}` is not in the reference profile (it has: {})",
+                            known.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+            }
+        };
+        if metric == Metric::Ks && !numeric {
+            p.add(at("metric"), format!("ks needs a numeric feature; `{feature}` is categorical (use psi or js_distance)"));
+            return None;
+        }
+        return Some(Family::Drift(f));
+    }
+    let feature = match raw.feature.as_deref() {
+        None => ALL_FEATURES,
+        Some(name) => match index(name) {
+            Some(i) => i,
+            None => {
+                p.add(
+                    at("feature"),
+                    format!("feature `{name}` is not in the reference profile"),
+                );
+                return None;
+            }
+        },
+    };
+    if metric == Metric::OutOfRangeRate && raw.range.is_none() {
+        let bounded = |f: &FeatureProfile| {
+            matches!(
+                f,
+                FeatureProfile::Numeric {
+                    min: Some(_),
+                    max: Some(_),
+                    ..
+                }
+            )
+        };
+        let has_bounds = match raw.feature.as_deref() {
+            Some(name) => bounded(&profile.features[name]),
+            None => profile.features.values().any(bounded),
+        };
+        if !has_bounds {
+            p.add(
+                at("range"),
+                "missing: give range: [low, high], or use a profile with observed min and max",
+            );
+        }
+    }
+    let range = range_of(raw).map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
+    Some(Family::Quality { feature, range })
 }

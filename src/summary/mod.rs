@@ -6,19 +6,23 @@
 //! sums), so merge and unmerge are exact and the order of merging never changes a result.
 
 mod binary;
+mod drift;
 mod fixed;
 mod labels;
 mod latency;
 mod multiclass;
+mod quality;
 mod regression;
 mod reliability;
 mod sparse;
 
 pub use binary::{BinarySummary, ScoreHistogram, SCORE_BINS};
+pub use drift::DriftSummary;
 pub use fixed::FixedSum;
 pub use labels::LabelSummary;
 pub use latency::{LatencyHistogram, LatencySummary, LatencyUnderSummary};
 pub use multiclass::MulticlassSummary;
+pub use quality::{QualityCounts, QualitySummary};
 pub use regression::RegressionSummary;
 pub use reliability::ReliabilitySummary;
 
