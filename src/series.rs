@@ -293,7 +293,18 @@ impl Series {
                         | Fact::Regression { .. }
                         | Fact::Unlabeled
                 )
-        )
+        ) || match (self.family, fact) {
+            (Family::Drift(f), Fact::Drift { feature, .. }) => f == *feature,
+            (
+                Family::Quality { feature, range },
+                Fact::Quality {
+                    feature: f,
+                    range: r,
+                    ..
+                },
+            ) => feature == *f && range == *r,
+            _ => false,
+        }
     }
 
     /// Moves every window to instant `n`.
