@@ -23,6 +23,7 @@ use crate::event::{Ack, AckAction, AckTarget, Event, FeatureValue, Inference, La
 use crate::join::{JoinState, Joined, Match, Unlabeled};
 use crate::metric::{Family, Task, ALL_FEATURES, SCORE};
 use crate::output::{BreachEvent, BreachKind, MetricSnapshot, Output, Segment};
+use crate::profile::Profile;
 use crate::series::{Fact, RecordStats, SegmentKey, Series};
 use crate::time::{format_duration, format_rfc3339, Millis};
 use crate::watermark::{SourceId, Watermark};
@@ -122,6 +123,8 @@ struct ModelState {
     classes: Interner,
     series: Vec<Series>,
     objectives: Vec<ObjectiveState>,
+    /// Drift and data-quality families, each recorded once per inference.
+    profile_families: Vec<Family>,
     /// Per interval, the model_version of its latest inference: breach events name the
     /// version seen last before their instant, whatever was read ahead of the watermark.
     versions: BTreeMap<i64, (Millis, String)>,
@@ -168,6 +171,7 @@ impl ModelState {
             series,
             objectives,
             versions: BTreeMap::new(),
+            profile_families: profile_families(m),
             started: false,
         }
     }
@@ -596,10 +600,14 @@ impl Engine {
             ok,
             latency_ms: ev.latency_ms,
         };
-        let facts = profile_facts(model, ev);
         self.record(mi, ev.timestamp, fact, &dims);
-        for fact in facts {
-            self.record(mi, ev.timestamp, fact, &dims);
+        if let Some(profile) = self.config.models[mi].profile.clone() {
+            for i in 0..self.state.models[mi].profile_families.len() {
+                let family = self.state.models[mi].profile_families[i];
+                if let Some(fact) = profile_fact(&profile, family, ev) {
+                    self.record(mi, ev.timestamp, fact, &dims);
+                }
+            }
         }
         match joined {
             Joined::Matched(m) => self.record_match(mi, m),
@@ -1079,56 +1087,55 @@ fn drift_bins(model: &ModelSla, family: Family) -> Vec<f64> {
     feature.map(|p| p.drift_bins()).unwrap_or_default()
 }
 
-/// What an inference contributes to the model's drift and data-quality series: one fact
-/// per distinct family, computed against the reference profile.
-fn profile_facts(model: &ModelSla, ev: &Inference) -> Vec<Fact> {
-    let Some(profile) = &model.profile else {
-        return Vec::new();
-    };
-    let mut families: Vec<Family> = model
-        .objectives
-        .iter()
-        .map(|o| o.family)
-        .filter(|f| matches!(f, Family::Drift(_) | Family::Quality { .. }))
-        .collect();
-    families.sort_by_key(|f| format!("{f:?}"));
-    families.dedup();
-    let value = |name: &str| ev.features.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+/// The distinct drift and data-quality families of a model's objectives.
+fn profile_families(model: &ModelSla) -> Vec<Family> {
+    let mut families: Vec<Family> = Vec::new();
+    for o in &model.objectives {
+        if matches!(o.family, Family::Drift(_) | Family::Quality { .. })
+            && !families.contains(&o.family)
+        {
+            families.push(o.family);
+        }
+    }
     families
-        .into_iter()
-        .filter_map(|family| match family {
-            Family::Drift(f) if f == SCORE => {
-                let score = ev.prediction.as_ref().and_then(|p| p.score)?;
-                let bin = profile
-                    .score
-                    .as_ref()?
-                    .bin_of(&FeatureValue::Number(score))?;
-                Some(Fact::Drift { feature: f, bin })
-            }
-            Family::Drift(f) => {
-                let (name, p) = profile.features.iter().nth(f as usize)?;
-                Some(Fact::Drift {
-                    feature: f,
-                    bin: p.bin_of(value(name)?)?,
-                })
-            }
-            Family::Quality { feature, range } => {
-                let bounds = range.map(|(lo, hi)| (f64::from_bits(lo), f64::from_bits(hi)));
-                let counts = if feature == ALL_FEATURES {
-                    profile.quality_all(&ev.features, bounds)
-                } else {
-                    let (name, p) = profile.features.iter().nth(feature as usize)?;
-                    p.quality_of(value(name), bounds)
-                };
-                Some(Fact::Quality {
-                    feature,
-                    range,
-                    counts,
-                })
-            }
-            _ => None,
-        })
-        .collect()
+}
+
+/// What an inference contributes to one drift or data-quality family, computed against
+/// the reference profile.
+fn profile_fact(profile: &Profile, family: Family, ev: &Inference) -> Option<Fact> {
+    let value = |name: &str| ev.features.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    match family {
+        Family::Drift(f) if f == SCORE => {
+            let score = ev.prediction.as_ref().and_then(|p| p.score)?;
+            let bin = profile
+                .score
+                .as_ref()?
+                .bin_of(&FeatureValue::Number(score))?;
+            Some(Fact::Drift { feature: f, bin })
+        }
+        Family::Drift(f) => {
+            let (name, p) = profile.features.iter().nth(f as usize)?;
+            Some(Fact::Drift {
+                feature: f,
+                bin: p.bin_of(value(name)?)?,
+            })
+        }
+        Family::Quality { feature, range } => {
+            let bounds = range.map(|(lo, hi)| (f64::from_bits(lo), f64::from_bits(hi)));
+            let counts = if feature == ALL_FEATURES {
+                profile.quality_all(&ev.features, bounds)
+            } else {
+                let (name, p) = profile.features.iter().nth(feature as usize)?;
+                p.quality_of(value(name), bounds)
+            };
+            Some(Fact::Quality {
+                feature,
+                range,
+                counts,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Builds a breach event for an incident of objective `oi` of model `mi`.

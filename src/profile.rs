@@ -79,10 +79,10 @@ impl FeatureProfile {
             }
             (FeatureProfile::Numeric { .. }, _) => None,
             (FeatureProfile::Categorical { proportions }, v) => {
-                let text = match v {
-                    FeatureValue::Text(t) => t.clone(),
-                    FeatureValue::Bool(b) => b.to_string(),
-                    FeatureValue::Number(x) => x.to_string(),
+                let text: std::borrow::Cow<'_, str> = match v {
+                    FeatureValue::Text(t) => t.as_str().into(),
+                    FeatureValue::Bool(b) => b.to_string().into(),
+                    FeatureValue::Number(x) => x.to_string().into(),
                     FeatureValue::Missing | FeatureValue::Other => return None,
                 };
                 let index = proportions
