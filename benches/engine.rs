@@ -106,18 +106,11 @@ fn replay_bench(c: &mut Criterion) {
         rate: 10.0,
         ..ScenarioSpec::default()
     };
-    let mut inf = Vec::new();
-    let mut lab = Vec::new();
-    let mut ack = Vec::new();
-    let counts = scenario::generate(&spec, &mut inf, &mut lab, &mut ack).expect("generate");
-    std::fs::write(dir.path().join("i.jsonl"), inf).expect("write");
-    std::fs::write(dir.path().join("l.jsonl"), lab).expect("write");
-    let cfg = Arc::new(
-        slaguard::config::parse(&scenario::sla_yaml(&spec), "sla.yaml", None).expect("valid"),
-    );
+    let counts = scenario::write_dir(&spec, dir.path()).expect("scenario");
+    let cfg = Arc::new(slaguard::config::load(&dir.path().join("sla.yaml")).expect("valid"));
     let inputs = ReplayInputs {
-        inferences: dir.path().join("i.jsonl"),
-        labels: dir.path().join("l.jsonl"),
+        inferences: dir.path().join("inferences.jsonl"),
+        labels: dir.path().join("labels.jsonl"),
         acks: None,
     };
     let mut g = c.benchmark_group("replay");

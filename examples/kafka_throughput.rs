@@ -31,8 +31,10 @@ async fn main() -> anyhow::Result<()> {
         rate,
         ..ScenarioSpec::default()
     };
-    let (mut inf, mut lab, mut acks) = (Vec::new(), Vec::new(), Vec::new());
-    scenario::generate(&spec, &mut inf, &mut lab, &mut acks)?;
+    let state = tempfile_dir()?;
+    scenario::write_dir(&spec, &state)?;
+    let inf = std::fs::read(state.join("inferences.jsonl"))?;
+    let lab = std::fs::read(state.join("labels.jsonl"))?;
 
     let prefix = format!("bench-{}.", std::process::id());
     let mut s = KafkaSettings::new(&brokers);
@@ -85,12 +87,7 @@ async fn main() -> anyhow::Result<()> {
     }
     eprintln!("produced {total} events to {prefix}*");
 
-    let config = Arc::new(slaguard::config::parse(
-        &scenario::sla_yaml(&spec),
-        "sla.yaml",
-        None,
-    )?);
-    let state = tempfile_dir()?;
+    let config = Arc::new(slaguard::config::load(&state.join("sla.yaml"))?);
     let token = CancellationToken::new();
     let options = RunOptions {
         group: format!("{prefix}group"),

@@ -22,6 +22,7 @@ from datetime import datetime
 
 import numpy as np
 import yaml
+from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import roc_auc_score
 
 UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -69,9 +70,13 @@ def load_config(path):
                 "min_samples": o.get("min_samples", 0 if metric in ("throughput", "request_count") else 1),
                 "for": o.get("for", 1), "clear_for": o.get("clear_for", 1),
                 "segment_by": o.get("segment_by", m.get("segment_by", [])),
+                "feature": o.get("feature"),
             })
+        profile = None
+        if "reference" in m:
+            profile = json.load(open(os.path.join(os.path.dirname(path), m["reference"]["file"])))
         models.append({
-            "id": m["model_id"], "task": m["task"],
+            "id": m["model_id"], "task": m["task"], "profile": profile,
             "threshold": m.get("decision_threshold", 0.5), "positive": m.get("positive_label", "1"),
             "label_ttl": duration(m["label_ttl"]) if "label_ttl" in m else defaults["label_ttl"],
             "early_label_ttl": duration(m["early_label_ttl"]) if "early_label_ttl" in m else defaults["early_label_ttl"],
@@ -128,6 +133,7 @@ def read_inferences(path, models):
         if "model_version" not in attrs and e.get("model_version") is not None:
             attrs["model_version"] = e["model_version"]
         ev = {"t": ts, "model": mid, "rid": rid, "ok": status == "ok", "latency": lat,
+              "features": e.get("features") or {},
               "score": score, "plabel": text(p.get("label")), "value": p.get("value"), "attrs": attrs}
         key = (mid, rid)
         ev["duplicate"] = key in seen
@@ -253,6 +259,43 @@ def main():
         def match(attrs):
             return all(attrs.get(k, "__missing__") == v for k, v in seg)
         metric = o["metric"]
+        if metric in ("psi", "js_distance", "ks", "missing_rate"):
+            a, b = window_slice(d["inf_t"], lo, hi)
+            evs = [e for e in d["inf"][a:b] if match(e["attrs"])]
+            name = o["feature"]
+            if metric == "missing_rate":
+                n = len(evs)
+                missing = sum(1 for e in evs if e["features"].get(name) is None)
+                return (missing / n if n else None), n, False
+            prof = m["profile"]["features"][name]
+            if prof["type"] == "numeric":
+                values = [e["features"][name] for e in evs if is_num(e["features"].get(name))]
+                edges = np.asarray(prof["edges"], dtype=float)
+                expected = np.asarray(prof["proportions"], dtype=float)
+                counts = np.bincount(np.searchsorted(edges, np.asarray(values, dtype=float), side="right"), minlength=len(expected))
+            else:
+                cats = sorted(prof["proportions"])
+                expected = [prof["proportions"][c] for c in cats]
+                if "__other__" not in prof["proportions"]:
+                    expected.append(0.0)
+                expected = np.asarray(expected)
+                counts = np.zeros(len(expected), dtype=int)
+                for e in evs:
+                    v = e["features"].get(name)
+                    if not isinstance(v, str):
+                        continue
+                    i = cats.index(v) if v in cats else (cats.index("__other__") if "__other__" in cats else len(cats))
+                    counts[i] += 1
+            n = int(counts.sum())
+            if n == 0:
+                return None, 0, False
+            actual = counts / n
+            if metric == "psi":
+                e_, a_ = np.maximum(expected, 1e-4), np.maximum(actual, 1e-4)
+                return float(np.sum((a_ - e_) * np.log(a_ / e_))), n, False
+            if metric == "ks":
+                return float(np.max(np.abs(np.cumsum(expected) - np.cumsum(actual)))), n, False
+            return float(jensenshannon(expected, actual, base=2)), n, False
         if metric in ("error_rate", "availability", "throughput", "request_count") or metric.startswith("latency_"):
             a, b = window_slice(d["inf_t"], lo, hi)
             evs = [e for e in d["inf"][a:b] if match(e["attrs"])]

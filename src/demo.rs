@@ -239,7 +239,10 @@ pub async fn demo(
         bad_lines: true,
         ..ScenarioSpec::default()
     };
-    let mut cfg = config::parse(&scenario::sla_yaml(&spec), "scenario sla.yaml", None)
+    let work = std::env::temp_dir().join(format!("slaguard-demo-{}", std::process::id()));
+    scenario::write_dir(&spec, &work)
+        .map_err(|e| KafkaShellError::Invalid(format!("demo scenario: {e}")))?;
+    let mut cfg = config::load(&work.join("sla.yaml"))
         .map_err(|e| KafkaShellError::Invalid(e.to_string()))?;
     // Wall-clock seconds stand for minutes of event time here: partitions idle at the end
     // of the scenario should release the watermark quickly.
@@ -256,7 +259,7 @@ pub async fn demo(
     let settings = KafkaSettings::new(&mock.bootstrap);
     let schedule = schedule(&spec)?;
 
-    let state_dir = std::env::temp_dir().join(format!("slaguard-demo-{}", std::process::id()));
+    let state_dir = work.join("state");
     let shutdown = CancellationToken::new();
     let options = RunOptions {
         group: "slaguard-demo".into(),
@@ -371,7 +374,7 @@ pub async fn demo(
         }
     }
     view.draw(spec.start + spec.duration_ms, started.elapsed(), produced);
-    let _ = std::fs::remove_dir_all(&state_dir);
+    let _ = std::fs::remove_dir_all(&work);
     Ok(DemoSummary {
         produced,
         opened: view.opened,

@@ -1,8 +1,7 @@
 //! The `slaguard` command line: parses arguments, runs a shell, reports errors.
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -411,25 +410,10 @@ fn replay(
 }
 
 fn generate(spec: &ScenarioSpec, out: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let create = |name: &str| -> anyhow::Result<BufWriter<File>> {
-        let path = out.join(name);
-        Ok(BufWriter::new(File::create(&path).with_context(|| {
-            format!("cannot create {}", path.display())
-        })?))
-    };
-    let (mut inf, mut lab, mut ack) = (
-        create("inferences.jsonl")?,
-        create("labels.jsonl")?,
-        create("acks.jsonl")?,
-    );
-    let counts = scenario::generate(spec, &mut inf, &mut lab, &mut ack)?;
-    inf.flush()?;
-    lab.flush()?;
-    ack.flush()?;
-    std::fs::write(out.join("sla.yaml"), scenario::sla_yaml(spec))?;
+    let counts = scenario::write_dir(spec, out)
+        .with_context(|| format!("cannot write the scenario to {}", out.display()))?;
     println!(
-        "wrote {}: {} inferences (+{} duplicates), {} labels (+{} duplicates), {} acks, {} malformed lines, sla.yaml",
+        "wrote {}: {} inferences (+{} duplicates), {} labels (+{} duplicates), {} acks, {} malformed lines, sla.yaml, fraud-reference.json",
         out.display(),
         counts.inferences,
         counts.duplicate_inferences,

@@ -5,7 +5,8 @@
 //! - 60–100: in `eu-west`, 40% of fraud labels contradict the model (an accuracy drop in
 //!   one segment);
 //! - 130–140: 25% of fraud requests fail (an error burst);
-//! - 160–170: eta latency is six times its usual (a latency spike).
+//! - 160–170: eta latency is six times its usual (a latency spike);
+//! - 150 on: the fraud model's `amount` feature is 2.5 times its usual size (drift).
 //!
 //! Around them: delayed labels (some never come, some after the TTL, some before their
 //! prediction), duplicate lines, and, when asked, malformed lines of every kind.
@@ -25,6 +26,10 @@ use crate::time::{format_rfc3339, Millis};
 pub const ACCURACY_DROP: (i64, i64) = (60, 100);
 pub const ERROR_BURST: (i64, i64) = (130, 140);
 pub const LATENCY_SPIKE: (i64, i64) = (160, 170);
+/// From this minute on, the fraud model's `amount` feature is 2.5 times its usual size.
+pub const AMOUNT_SHIFT: i64 = 150;
+/// The fraud model's reference profile, written beside `sla.yaml`.
+pub const REFERENCE_FILE: &str = "fraud-reference.json";
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -74,6 +79,7 @@ models:
     positive_label: "1"
     label_ttl: 30m
     segment_by: [region]
+    reference: {file: fraud-reference.json}
     objectives:
       - {name: accuracy, metric: accuracy, op: ">=", target: 0.75, warn_at: 0.8, window: 10m, min_samples: 100}
       - {name: auc, metric: roc_auc, op: ">=", target: 0.85, window: 15m, min_samples: 200, segment_by: []}
@@ -81,6 +87,9 @@ models:
       - {name: p99, metric: latency_p99, op: "<=", target: 250, window: 5m, segment_by: []}
       - {name: coverage, metric: label_coverage, op: ">=", target: 0.9, window: 30m, min_samples: 100, segment_by: []}
       - {name: label-delay, metric: label_delay_p95, op: "<=", target: 900000, window: 30m, segment_by: []}
+      - {name: amount-drift, metric: psi, feature: amount, op: "<=", target: 0.25, warn_at: 0.1, window: 30m, min_samples: 500, segment_by: []}
+      - {name: country-drift, metric: js_distance, feature: country, op: "<=", target: 0.1, window: 30m, min_samples: 500, segment_by: []}
+      - {name: amount-missing, metric: missing_rate, feature: amount, op: "<=", target: 0.05, window: 10m, min_samples: 100, segment_by: []}
   - model_id: eta
     task: regression
     owner: logistics-ml
@@ -108,6 +117,93 @@ struct InferenceLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     prediction: Option<PredictionLine>,
     attributes: Attributes,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    features: Option<FraudFeatures>,
+}
+
+/// The fraud model's inputs: `amount` (sometimes missing) and `country`.
+#[derive(Serialize, Clone, Copy)]
+struct FraudFeatures {
+    amount: Option<f64>,
+    country: &'static str,
+}
+
+/// Draws the fraud features of a request at scenario minute `m`.
+fn fraud_features(rng: &mut ChaCha8Rng, amount: &LogNormal<f64>, m: i64) -> FraudFeatures {
+    let factor = if m >= AMOUNT_SHIFT { 2.5 } else { 1.0 };
+    let value = (amount.sample(rng) * factor * 100.0).round() / 100.0;
+    let missing = rng.random::<f64>() < 0.01;
+    let country = match rng.random::<f64>() {
+        x if x < 0.4 => "DE",
+        x if x < 0.7 => "US",
+        x if x < 0.9 => "FR",
+        _ => "GB",
+    };
+    FraudFeatures {
+        amount: (!missing).then_some(value),
+        country,
+    }
+}
+
+fn amount_distribution() -> io::Result<LogNormal<f64>> {
+    LogNormal::new(50f64.ln(), 0.8).map_err(io::Error::other)
+}
+
+/// The fraud model's reference profile: 20,000 requests before any shift, drawn from a
+/// stream of their own.
+pub fn reference_profile(spec: &ScenarioSpec) -> io::Result<crate::profile::Profile> {
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed.wrapping_add(1_000_003));
+    let amount = amount_distribution()?;
+    let events: Vec<crate::event::Inference> = (0..20_000)
+        .map(|i| {
+            let f = fraud_features(&mut rng, &amount, 0);
+            let mut features = vec![(
+                "country".to_string(),
+                crate::event::FeatureValue::Text(f.country.to_string()),
+            )];
+            features.push((
+                "amount".to_string(),
+                f.amount.map_or(
+                    crate::event::FeatureValue::Missing,
+                    crate::event::FeatureValue::Number,
+                ),
+            ));
+            crate::event::Inference {
+                request_id: format!("ref-{i}"),
+                model_id: "fraud".into(),
+                model_version: None,
+                timestamp: spec.start,
+                latency_ms: None,
+                status: crate::event::Status::Ok,
+                prediction: None,
+                attributes: Vec::new(),
+                features,
+            }
+        })
+        .collect();
+    Ok(crate::profile::Profile::build(&events))
+}
+
+/// Writes the whole scenario into `dir`: inferences.jsonl, labels.jsonl, acks.jsonl,
+/// sla.yaml and the reference profile it names.
+pub fn write_dir(spec: &ScenarioSpec, dir: &std::path::Path) -> io::Result<ScenarioCounts> {
+    use std::io::BufWriter;
+    std::fs::create_dir_all(dir)?;
+    let create = |name: &str| std::fs::File::create(dir.join(name)).map(BufWriter::new);
+    let (mut i, mut l, mut a) = (
+        create("inferences.jsonl")?,
+        create("labels.jsonl")?,
+        create("acks.jsonl")?,
+    );
+    let counts = generate(spec, &mut i, &mut l, &mut a)?;
+    for w in [&mut i, &mut l, &mut a] {
+        w.flush()?;
+    }
+    std::fs::write(dir.join("sla.yaml"), sla_yaml(spec))?;
+    let profile =
+        serde_json::to_string_pretty(&reference_profile(spec)?).map_err(io::Error::other)?;
+    std::fs::write(dir.join(REFERENCE_FILE), profile)?;
+    Ok(counts)
 }
 
 #[derive(Serialize)]
@@ -180,6 +276,9 @@ pub fn generate(
     let fraud_delay = Exp::new(1.0 / 180_000.0).map_err(io::Error::other)?;
     let eta_delay = Exp::new(1.0 / 60_000.0).map_err(io::Error::other)?;
     let mut pending: Vec<PendingLabel> = Vec::new();
+    // Features draw from a stream of their own, so the other draws do not depend on them.
+    let mut feature_rng = ChaCha8Rng::seed_from_u64(spec.seed.wrapping_add(7_919));
+    let amount = amount_distribution()?;
     let mut line = Vec::with_capacity(512);
 
     for i in 0..n {
@@ -218,6 +317,7 @@ pub fn generate(
                         attributes: Attributes {
                             region: Some(region),
                         },
+                        features: Some(fraud_features(&mut feature_rng, &amount, m)),
                     },
                 )?;
                 if !failed {
@@ -273,6 +373,7 @@ pub fn generate(
                             value: Some(predicted),
                         }),
                         attributes: Attributes { region: None },
+                        features: None,
                     },
                 )?;
                 let r = unit(&mut rng);

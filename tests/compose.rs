@@ -79,15 +79,16 @@ fn compose_runs_slaguard_on_a_valid_sla() {
             .map(|i| command[i + 1])
     };
     assert_eq!(arg("--brokers"), Some("kafka:19092"));
+    // The config folder (SLA file and the reference profile it names) is mounted read-only.
     let mounted = svc["volumes"]
         .as_sequence()
         .expect("volumes")
         .iter()
         .filter_map(Value::as_str)
-        .find(|v| v.ends_with(":/etc/slaguard/sla.yaml:ro"))
+        .find(|v| v.ends_with(":/etc/slaguard:ro"))
         .expect("config mount");
     let local = mounted.split(':').next().expect("host path");
     assert_eq!(arg("--config"), Some("/etc/slaguard/sla.yaml"));
-    let path = format!("{ROOT}/{}", local.trim_start_matches("./"));
+    let path = format!("{ROOT}/{}/sla.yaml", local.trim_start_matches("./"));
     slaguard::config::load(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{path}: {e}"));
 }

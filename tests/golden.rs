@@ -169,7 +169,7 @@ fn scripted_incidents_open_and_resolve_at_the_expected_minutes() {
             "{key:?} resolved at minute {r}, expected {resolve:?}"
         );
     };
-    use slaguard::scenario::{ACCURACY_DROP, ERROR_BURST, LATENCY_SPIKE};
+    use slaguard::scenario::{ACCURACY_DROP, AMOUNT_SHIFT, ERROR_BURST, LATENCY_SPIKE};
     // Labels arrive minutes late and windows are 5–15 minutes: allow that much slack.
     expect(
         k("fraud", "accuracy", "region=eu-west"),
@@ -186,7 +186,16 @@ fn scripted_incidents_open_and_resolve_at_the_expected_minutes() {
         (LATENCY_SPIKE.0, LATENCY_SPIKE.0 + 3),
         (LATENCY_SPIKE.1, LATENCY_SPIKE.1 + 6),
     );
-    // The eu-west drop also shows in the whole-model accuracy and AUC; nothing else fires.
+    // The amount shift lasts to the end: its drift incident opens (a 30-minute window fills
+    // with shifted values) and stays open.
+    let (drift_opened, drift_resolved) = life[&k("fraud", "amount-drift", "")];
+    assert!(
+        (AMOUNT_SHIFT..=AMOUNT_SHIFT + 15).contains(&drift_opened),
+        "amount-drift opened at minute {drift_opened}"
+    );
+    assert_eq!(drift_resolved, None);
+    // The eu-west drop also shows in the whole-model accuracy and AUC; nothing else fires
+    // (the unshifted country feature and the missing-amount rate stay healthy).
     let opened: BTreeSet<_> = life.keys().cloned().collect();
     let allowed: BTreeSet<_> = [
         k("fraud", "accuracy", "region=eu-west"),
@@ -194,14 +203,15 @@ fn scripted_incidents_open_and_resolve_at_the_expected_minutes() {
         k("fraud", "auc", ""),
         k("fraud", "errors", ""),
         k("eta", "p95", ""),
+        k("fraud", "amount-drift", ""),
     ]
     .into_iter()
     .collect();
     assert_eq!(opened, allowed);
     assert_eq!(
         engine.stats().incidents_opened,
-        engine.stats().incidents_resolved,
-        "every incident resolves"
+        engine.stats().incidents_resolved + 1,
+        "every incident but the drift resolves"
     );
     // The acknowledgement 20 minutes into the drop reaches the open eu-west incident.
     let acked: Vec<&Value> = breaches

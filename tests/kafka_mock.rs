@@ -398,12 +398,8 @@ models:
 #[test]
 fn a_topic_replay_never_writes_to_the_live_topics_by_default() {
     let dir = tempfile::tempdir().expect("tempdir");
+    common::write_scenario(dir.path(), &common::golden_spec());
     let config = dir.path().join("sla.yaml");
-    std::fs::write(
-        &config,
-        slaguard::scenario::sla_yaml(&common::golden_spec()),
-    )
-    .expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_slaguard"))
         .args([
             "replay",

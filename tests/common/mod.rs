@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests: writing scenarios and replaying them.
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,18 +22,7 @@ pub fn golden_spec() -> ScenarioSpec {
 }
 
 pub fn write_scenario(dir: &Path, spec: &ScenarioSpec) -> ReplayInputs {
-    let create =
-        |name: &str| BufWriter::new(File::create(dir.join(name)).expect("create scenario file"));
-    let (mut i, mut l, mut a) = (
-        create("inferences.jsonl"),
-        create("labels.jsonl"),
-        create("acks.jsonl"),
-    );
-    scenario::generate(spec, &mut i, &mut l, &mut a).expect("generate");
-    for w in [&mut i, &mut l, &mut a] {
-        w.flush().expect("flush");
-    }
-    std::fs::write(dir.join("sla.yaml"), scenario::sla_yaml(spec)).expect("write sla");
+    scenario::write_dir(spec, dir).expect("write scenario");
     inputs(dir)
 }
 
