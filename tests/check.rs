@@ -291,7 +291,6 @@ models:
             "models[0].reference.file",
             "features.country.proportions: sum to 0.8999",
         ),
-        ("models[0].objectives[0].metric", "reference profile"),
         (
             "models[1].objectives[0].feature",
             "feature `weight` is not in the reference profile",

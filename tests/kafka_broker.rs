@@ -301,7 +301,9 @@ fn replay_by_timestamp_window() {
             .collect();
         std::fs::write(window_dir.join(name), kept.join("\n")).expect("write");
     }
-    std::fs::copy(dir.path().join("sla.yaml"), window_dir.join("sla.yaml")).expect("copy");
+    for file in ["sla.yaml", slaguard::scenario::REFERENCE_FILE] {
+        std::fs::copy(dir.path().join(file), window_dir.join(file)).expect("copy");
+    }
     let (_, _, reference) = common::replay(&window_dir, "out");
 
     let out_dir = dir.path().join("topic-replay");

@@ -452,10 +452,13 @@ fn read_model(
             p,
             ov,
             &opath,
-            task,
-            &raw.segment_by,
-            defaults,
-            profile.as_deref(),
+            &ModelContext {
+                task,
+                segments: &raw.segment_by,
+                defaults,
+                profile: profile.as_deref(),
+                has_reference: reference.is_some(),
+            },
         ) {
             objectives.push(o);
         }
@@ -477,15 +480,28 @@ fn read_model(
     })
 }
 
+/// What an objective's checks need to know of its model.
+struct ModelContext<'a> {
+    task: Task,
+    segments: &'a [String],
+    defaults: &'a Defaults,
+    profile: Option<&'a Profile>,
+    has_reference: bool,
+}
+
 fn read_objective(
     p: &mut Problems,
     v: &Value,
     path: &str,
-    task: Task,
-    model_segments: &[String],
-    defaults: &Defaults,
-    profile: Option<&Profile>,
+    model: &ModelContext<'_>,
 ) -> Option<Objective> {
+    let (task, model_segments, defaults, profile, has_reference) = (
+        model.task,
+        model.segments,
+        model.defaults,
+        model.profile,
+        model.has_reference,
+    );
     let raw = p.read::<RawObjective>(v, path)?;
     let at = |field: &str| format!("{path}.{field}");
     if raw.name.trim().is_empty() {
@@ -506,7 +522,9 @@ fn read_objective(
             );
             None
         }
-        Some(m) if m.is_drift() || m.is_quality() => profile_family(p, m, &raw, profile, path),
+        Some(m) if m.is_drift() || m.is_quality() => {
+            profile_family(p, m, &raw, profile, has_reference, path)
+        }
         Some(m) => match m.family(task, threshold_ms.unwrap_or(0.0)) {
             Ok(f) => Some(f),
             Err(why) => {
@@ -703,10 +721,15 @@ fn profile_family(
     metric: Metric,
     raw: &RawObjective,
     profile: Option<&Profile>,
+    has_reference: bool,
     path: &str,
 ) -> Option<Family> {
     let at = |field: &str| format!("{path}.{field}");
     let Some(profile) = profile else {
+        if has_reference {
+            // The reference file's own problems are reported with the model.
+            return None;
+        }
         p.add(at("metric"), format!("metric `{metric}` compares with the model's reference profile: set `reference: {{file: …}}` on the model"));
         return None;
     };
