@@ -189,3 +189,70 @@ fn an_unshifted_stream_never_drifts_over_hours() {
     let breaches = drifting_stream(&mut e, 4, None);
     assert!(breaches.is_empty(), "{breaches:?}");
 }
+
+#[test]
+fn slaguard_profile_builds_a_valid_decile_profile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = slaguard::scenario::ScenarioSpec {
+        duration_ms: 60 * 60_000,
+        rate: 5.0,
+        ..slaguard::scenario::ScenarioSpec::default()
+    };
+    slaguard::scenario::write_dir(&spec, dir.path()).expect("scenario");
+    let out = dir.path().join("built.json");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
+        .args([
+            "profile",
+            "--inferences",
+            dir.path().join("inferences.jsonl").to_str().expect("utf-8"),
+            "--model",
+            "fraud",
+        ])
+        .args(["--out", out.to_str().expect("utf-8")])
+        .output()
+        .expect("run");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let p = slaguard::profile::Profile::load(&out).expect("loads");
+    assert!(p.problems().is_empty(), "{:?}", p.problems());
+    let slaguard::profile::FeatureProfile::Numeric {
+        edges,
+        proportions,
+        min,
+        max,
+    } = &p.features["amount"]
+    else {
+        panic!("amount is numeric");
+    };
+    assert_eq!(edges.len(), 9, "ten decile bins");
+    assert!(
+        proportions.iter().all(|x| (x - 0.1).abs() < 0.01),
+        "{proportions:?}"
+    );
+    assert!(min.is_some_and(|m| m > 0.0) && max.is_some_and(|m| m > edges[8]));
+    let slaguard::profile::FeatureProfile::Categorical { proportions } = &p.features["country"]
+    else {
+        panic!("country is categorical");
+    };
+    assert_eq!(
+        proportions.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["DE", "FR", "GB", "US"]
+    );
+    assert!(p.score.is_some());
+    // Several models in one file need --model.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
+        .args([
+            "profile",
+            "--inferences",
+            dir.path().join("inferences.jsonl").to_str().expect("utf-8"),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("run");
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("choose one with --model"));
+}

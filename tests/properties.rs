@@ -12,8 +12,8 @@ use slaguard::output::Output;
 use slaguard::replay::{MergedInputs, ReplayCounts, Step};
 use slaguard::scenario::ScenarioSpec;
 use slaguard::summary::{
-    BinarySummary, LabelSummary, LatencySummary, MulticlassSummary, RegressionSummary,
-    ReliabilitySummary, Summary,
+    BinarySummary, DriftSummary, LabelSummary, LatencySummary, MulticlassSummary, QualityCounts,
+    QualitySummary, RegressionSummary, ReliabilitySummary, Summary,
 };
 use slaguard::window::SlidingWindow;
 
@@ -90,6 +90,10 @@ proptest! {
         check_merge::<LatencySummary>(&events, |s, e| s.record(e.latency));
         check_merge::<ReliabilitySummary>(&events, |s, e| s.record(e.ok));
         check_merge::<LabelSummary>(&events, |s, e| if e.ok { s.record_joined(e.delay) } else { s.record_expired() });
+        check_merge::<DriftSummary>(&events, |s, e| s.record(e.class.0 as usize));
+        check_merge::<QualitySummary>(&events, |s, e| {
+            s.record(QualityCounts { units: 2, missing: u32::from(e.ok), violations: e.class.1 % 2, range_checked: 1, out_of_range: u32::from(e.truth) })
+        });
     }
 
     #[test]

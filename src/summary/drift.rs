@@ -67,6 +67,10 @@ impl Summary for DriftSummary {
         for (a, b) in self.counts.iter_mut().zip(&o.counts) {
             *a -= b;
         }
+        // Keep one representation per distribution: no trailing empty bins.
+        while self.counts.last() == Some(&0) {
+            self.counts.pop();
+        }
         self.total -= o.total;
     }
     fn is_empty(&self) -> bool {
