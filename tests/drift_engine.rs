@@ -256,3 +256,61 @@ fn slaguard_profile_builds_a_valid_decile_profile() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("choose one with --model"));
 }
+
+#[test]
+fn score_drift_against_the_profiled_score() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("ref.json"),
+        r#"{"features": {}, "score": {"type": "numeric", "edges": [0.25, 0.5, 0.75], "proportions": [0.25, 0.25, 0.25, 0.25]}}"#,
+    )
+    .expect("profile");
+    let yaml = r#"
+sla_version: "score-1"
+defaults: {evaluate_every: 1m, allowed_lateness: 0s}
+models:
+  - model_id: m
+    task: binary_classification
+    reference: {file: ref.json}
+    objectives:
+      - {name: score-psi, metric: psi, feature: score, op: "<=", target: 0.2, window: 1m}
+"#;
+    let mut e = Engine::new(Arc::new(
+        config::parse(yaml, "t.yaml", Some(dir.path())).unwrap_or_else(|e| panic!("{e}")),
+    ));
+    let s = e.add_source();
+    // 40 scores: 20 in the first bin, 10 in the second, 10 in the third, none in the last.
+    let scores: Vec<f64> = (0..40)
+        .map(|i| {
+            if i < 20 {
+                0.1
+            } else if i < 30 {
+                0.3
+            } else {
+                0.6
+            }
+        })
+        .collect();
+    for (i, score) in scores.iter().enumerate() {
+        let line = format!(
+            r#"{{"request_id":"r{i}","model_id":"m","timestamp":{},"prediction":{{"score":{score}}}}}"#,
+            T0 + i as i64 * 1000
+        );
+        e.handle_inference(s, &decode::inference(line.as_bytes()).expect("valid"))
+            .expect("accepted");
+    }
+    let tick = format!(
+        r#"{{"request_id":"tick","model_id":"m","timestamp":{},"prediction":{{"score":0.9}}}}"#,
+        T0 + 61_000
+    );
+    e.handle_inference(s, &decode::inference(tick.as_bytes()).expect("valid"))
+        .expect("accepted");
+    let snap = snapshots(&mut e)
+        .into_iter()
+        .find(|m| m.objective == "score-psi")
+        .expect("snapshot");
+    let want = slaguard::drift::psi(&[0.25, 0.25, 0.25, 0.25], &[0.5, 0.25, 0.25, 0.0]);
+    assert_eq!(snap.value, Some(want));
+    assert_eq!(snap.samples, 40);
+    assert_eq!(snap.feature.as_deref(), Some("score"));
+}
