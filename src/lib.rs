@@ -13,7 +13,7 @@
 //! - [`summary`]: mergeable per-interval summaries (counts, histograms, sums).
 //! - [`window`]: sliding windows as running merges of interval summaries.
 //! - [`series`]: per-model windows by family, window and segment.
-//! - [`breach`]: the incident state machine and incident ids.
+//! - [`breach`]: the incident state machine and incident ids; [`escalation`]: policies.
 //! - [`output`]: metric snapshots and breach events.
 //! - [`profile`]: reference profiles, the drift baselines; [`drift`]: PSI, KS, JS distance.
 //! - [`engine`]: the deterministic core tying these together: events in, outputs out.
@@ -31,6 +31,7 @@ pub mod decode;
 pub mod demo;
 pub mod drift;
 pub mod engine;
+pub mod escalation;
 pub mod event;
 pub mod join;
 pub mod kafka;
