@@ -24,6 +24,8 @@ pub struct OpenIncident {
     pub acknowledged_at: Option<Millis>,
     /// The model version serving when it opened (named by events caused by acks).
     pub model_version: Option<String>,
+    /// Where it is in its escalation policy (none without a policy).
+    pub escalation: Option<crate::escalation::Escalation>,
 }
 
 /// What one evaluation changed, with the incident as it is after the change.
@@ -117,6 +119,7 @@ impl BreachTracker {
                             severity: sev,
                             acknowledged_at: None,
                             model_version: None,
+                            escalation: None,
                         };
                         self.open = Some(incident.clone());
                         return Some(Transition::Opened(incident));

@@ -17,12 +17,16 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::breach::{assess, incident_id, BreachTracker, Transition};
-use crate::config::{ModelSla, SlaConfig};
+use crate::config::{EscalationPolicy, ModelSla, SlaConfig};
 use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
+use crate::escalation::Escalation;
 use crate::event::{Ack, AckAction, AckTarget, Event, FeatureValue, Inference, Label, Status};
 use crate::join::{JoinState, Joined, Match, Unlabeled};
 use crate::metric::{Family, Task, ALL_FEATURES, SCORE};
-use crate::output::{BreachEvent, BreachKind, MetricSnapshot, Output, Segment};
+use crate::output::{
+    BreachEvent, BreachKind, EscalationEvent, MetricSnapshot, Output, PagerDutyEvent,
+    PagerDutyPayload, Segment,
+};
 use crate::profile::Profile;
 use crate::series::{Fact, RecordStats, SegmentKey, Series};
 use crate::time::{format_duration, format_rfc3339, Millis};
@@ -250,6 +254,8 @@ struct State {
     quiet_until: Option<Millis>,
     /// Open incident id → (model, objective, segment).
     open: BTreeMap<String, (usize, usize, SegmentKey)>,
+    /// Escalation deadlines: (due, incident id).
+    escalations: BTreeSet<(Millis, String)>,
     stats: EngineStats,
 }
 
@@ -346,6 +352,7 @@ impl Engine {
             first_time: None,
             quiet_until: None,
             open: BTreeMap::new(),
+            escalations: BTreeSet::new(),
             stats: EngineStats::default(),
         };
         Engine {
@@ -820,17 +827,38 @@ impl Engine {
             for e in self.state.join.expire_before(bound) {
                 self.record_unlabeled(e.model as usize, e.unlabeled);
             }
-            while let Some(entry) = self.state.acks.first_entry() {
-                let t = entry.key().0;
-                let ready = match due {
-                    Some(instant) => t < instant,
-                    None => t <= wm,
-                };
-                if !ready {
-                    break;
+            // Acks and escalation deadlines before the instant, in time order (an ack at
+            // the same time as a deadline comes first: it stops that escalation).
+            let ready = |t: Millis| match due {
+                Some(instant) => t < instant,
+                None => t <= wm,
+            };
+            loop {
+                let ack = self
+                    .state
+                    .acks
+                    .first_key_value()
+                    .map(|(k, _)| k.0)
+                    .filter(|t| ready(*t));
+                let esc = self
+                    .state
+                    .escalations
+                    .first()
+                    .map(|(t, _)| *t)
+                    .filter(|t| ready(*t));
+                match (ack, esc) {
+                    (Some(a), e) if e.is_none_or(|e| a <= e) => {
+                        if let Some((_, entry)) = self.state.acks.pop_first() {
+                            self.apply_ack(entry);
+                        }
+                    }
+                    (_, Some(_)) => {
+                        if let Some((t, id)) = self.state.escalations.pop_first() {
+                            self.escalate(t, &id);
+                        }
+                    }
+                    _ => break,
                 }
-                let a = entry.remove();
-                self.apply_ack(a);
             }
             match (due, self.state.next_instant) {
                 (Some(_), Some(n)) => {
@@ -849,6 +877,10 @@ impl Engine {
         self.state.stats.instants += 1;
         let config = Arc::clone(&self.config);
         for (mi, model) in config.models.iter().enumerate() {
+            let policy = model
+                .escalation
+                .as_ref()
+                .and_then(|name| config.escalation_policies.get(name));
             let ms = &mut self.state.models[mi];
             if !ms.started {
                 continue;
@@ -901,17 +933,38 @@ impl Engine {
                     let Some(transition) = transition else {
                         continue;
                     };
+                    let mut escalations = Vec::new();
                     let (kind, incident) = match transition {
                         Transition::Opened(mut i) => {
                             self.state.stats.incidents_opened += 1;
                             self.state.open.insert(i.id.clone(), (mi, oi, key.clone()));
                             i.model_version = ms.version_before(n);
+                            i.escalation = policy.and_then(|p| Escalation::open(p, at));
                             if let Some(open) = ms.objectives[oi]
                                 .trackers
                                 .get_mut(&key)
                                 .and_then(|t| t.open.as_mut())
                             {
                                 open.model_version.clone_from(&i.model_version);
+                                open.escalation.clone_from(&i.escalation);
+                            }
+                            if let (Some(p), Some(e)) = (policy, &i.escalation) {
+                                if let Some(d) = e.due {
+                                    self.state.escalations.insert((d, i.id.clone()));
+                                }
+                                if !quiet {
+                                    escalations.push(escalation_event(
+                                        &config,
+                                        mi,
+                                        oi,
+                                        segment.clone(),
+                                        &i,
+                                        p,
+                                        "trigger",
+                                        "opened".into(),
+                                        at,
+                                    ));
+                                }
                             }
                             (BreachKind::Opened, i)
                         }
@@ -921,6 +974,24 @@ impl Engine {
                         Transition::Resolved(i) => {
                             self.state.stats.incidents_resolved += 1;
                             self.state.open.remove(&i.id);
+                            if let (Some(p), Some(e)) = (policy, &i.escalation) {
+                                if let Some(d) = e.due {
+                                    self.state.escalations.remove(&(d, i.id.clone()));
+                                }
+                                if !quiet {
+                                    escalations.push(escalation_event(
+                                        &config,
+                                        mi,
+                                        oi,
+                                        segment.clone(),
+                                        &i,
+                                        p,
+                                        "resolve",
+                                        "resolved".into(),
+                                        at,
+                                    ));
+                                }
+                            }
                             (BreachKind::Resolved, i)
                         }
                     };
@@ -938,6 +1009,8 @@ impl Engine {
                     );
                     if !quiet {
                         self.outputs.push_back(Output::Breach(event));
+                        self.outputs
+                            .extend(escalations.into_iter().map(Output::Escalation));
                     }
                 }
                 ms.objectives[oi].trackers.retain(|_, t| !t.is_idle());
@@ -946,6 +1019,54 @@ impl Engine {
                 s.drop_idle();
             }
             ms.prune_versions(n);
+        }
+    }
+
+    /// An escalation deadline passed: the incident's next level is notified.
+    fn escalate(&mut self, due: Millis, id: &str) {
+        let Some((mi, oi, key)) = self.state.open.get(id).cloned() else {
+            return;
+        };
+        let config = Arc::clone(&self.config);
+        let model = &config.models[mi];
+        let Some(policy) = model
+            .escalation
+            .as_ref()
+            .and_then(|n| config.escalation_policies.get(n))
+        else {
+            return;
+        };
+        let ms = &mut self.state.models[mi];
+        let segment = ms.segment(&ms.series[ms.objectives[oi].series], &key);
+        let Some(incident) = ms.objectives[oi]
+            .trackers
+            .get_mut(&key)
+            .and_then(|t| t.open.as_mut())
+        else {
+            return;
+        };
+        let Some(escalation) = incident.escalation.as_mut() else {
+            return;
+        };
+        let Some((level, cycle)) = escalation.fire(policy) else {
+            return;
+        };
+        if let Some(d) = escalation.due {
+            self.state.escalations.insert((d, id.to_string()));
+        }
+        let reason = if cycle > 0 {
+            format!("unacknowledged: repeat {cycle}, level {level}")
+        } else {
+            format!(
+                "unacknowledged {} after opening",
+                format_duration(policy.levels[level].after)
+            )
+        };
+        let incident = incident.clone();
+        if !self.quiet(due) {
+            self.outputs.push_back(Output::Escalation(escalation_event(
+                &config, mi, oi, segment, &incident, policy, "trigger", reason, due,
+            )));
         }
     }
 
@@ -1025,6 +1146,10 @@ impl Engine {
             return;
         };
         let config = Arc::clone(&self.config);
+        let policy = config.models[mi]
+            .escalation
+            .as_ref()
+            .and_then(|n| config.escalation_policies.get(n));
         let ms = &mut self.state.models[mi];
         let Some(tracker) = ms.objectives[oi].trackers.get_mut(&key) else {
             return;
@@ -1035,6 +1160,9 @@ impl Engine {
             };
             self.state.open.remove(&i.id);
             self.state.stats.incidents_resolved += 1;
+            if let Some(d) = i.escalation.as_ref().and_then(|e| e.due) {
+                self.state.escalations.remove(&(d, i.id.clone()));
+            }
             (BreachKind::Resolved, i)
         } else {
             let Some(i) = tracker.open.as_mut() else {
@@ -1045,10 +1173,21 @@ impl Engine {
                 return;
             }
             i.acknowledged_at = Some(a.time);
+            if let (Some(p), Some(e)) = (policy, i.escalation.as_mut()) {
+                if let Some(d) = e.due {
+                    self.state.escalations.remove(&(d, i.id.clone()));
+                }
+                e.acknowledge(p, a.time);
+                if let Some(d) = e.due {
+                    self.state.escalations.insert((d, i.id.clone()));
+                }
+            }
             (BreachKind::Acknowledged, i.clone())
         };
         let series = &ms.series[ms.objectives[oi].series];
         let segment = ms.segment(series, &key);
+        let segment_copy = segment.clone();
+        let by_name = a.by.clone().unwrap_or_else(|| "someone".to_string());
         let none = crate::summary::Measured {
             value: None,
             samples: 0,
@@ -1067,6 +1206,24 @@ impl Engine {
         );
         if !quiet {
             self.outputs.push_back(Output::Breach(event));
+            if let (Some(p), Some(_)) = (policy, &incident.escalation) {
+                let (action, reason) = match kind {
+                    BreachKind::Resolved => ("resolve", format!("resolved by {}", by_name)),
+                    _ => ("acknowledge", format!("acknowledged by {}", by_name)),
+                };
+                let e = escalation_event(
+                    &config,
+                    mi,
+                    oi,
+                    segment_copy,
+                    &incident,
+                    p,
+                    action,
+                    reason,
+                    a.time,
+                );
+                self.outputs.push_back(Output::Escalation(e));
+            }
         }
     }
 }
@@ -1135,6 +1292,82 @@ fn profile_fact(profile: &Profile, family: Family, ev: &Inference) -> Option<Fac
             })
         }
         _ => None,
+    }
+}
+
+/// Builds an escalation event (with its PagerDuty form) for an incident of objective `oi`
+/// of model `mi`, at the level it has reached.
+#[allow(clippy::too_many_arguments)]
+fn escalation_event(
+    config: &SlaConfig,
+    mi: usize,
+    oi: usize,
+    segment: Segment,
+    incident: &crate::breach::OpenIncident,
+    policy: &EscalationPolicy,
+    action: &'static str,
+    reason: String,
+    at: Millis,
+) -> EscalationEvent {
+    let model = &config.models[mi];
+    let objective = &model.objectives[oi];
+    let level = incident.escalation.as_ref().map_or(0, |e| e.level);
+    let notify = policy
+        .levels
+        .get(level)
+        .map(|l| l.notify.clone())
+        .unwrap_or_default();
+    let segment_text = if segment.0.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", segment.describe())
+    };
+    let summary = format!(
+        "{} {}{}: {} {} {} missed ({})",
+        model.model_id,
+        objective.name,
+        segment_text,
+        objective.metric.name(),
+        objective.op.symbol(),
+        objective.target,
+        incident.severity.name()
+    );
+    let details = serde_json::json!({
+        "incident_id": incident.id,
+        "objective": objective.name,
+        "segment": segment,
+        "window": objective.window_text,
+        "level": level,
+        "notify": notify,
+        "opened_at": format_rfc3339(incident.opened_at),
+        "runbook": model.runbook,
+        "sla_version": config.sla_version,
+    });
+    EscalationEvent {
+        incident_id: incident.id.clone(),
+        level,
+        notify: notify.clone(),
+        reason,
+        event_time: format_rfc3339(at),
+        model_id: model.model_id.clone(),
+        objective: objective.name.clone(),
+        segment,
+        severity: incident.severity,
+        sla_version: config.sla_version.clone(),
+        pagerduty: PagerDutyEvent {
+            event_action: action,
+            dedup_key: incident.id.clone(),
+            payload: PagerDutyPayload {
+                summary,
+                source: "slaguard".to_string(),
+                severity: incident.severity.name(),
+                timestamp: format_rfc3339(at),
+                component: model.model_id.clone(),
+                group: model.owner.clone(),
+                class: objective.metric.name(),
+                custom_details: details,
+            },
+        },
     }
 }
 

@@ -399,9 +399,10 @@ fn replay(
     );
     let _ = writeln!(
         text,
-        "  outputs       {} snapshots, {} breach events in {}",
+        "  outputs       {} snapshots, {} breach events, {} escalation events in {}",
         counts.metrics,
         counts.breaches,
+        counts.escalations,
         out.display()
     );
     // A closed stdout (a pipe into `head`) is not an error of the replay.
@@ -500,8 +501,8 @@ fn replay_from_topics(
         s.incidents_opened, s.incidents_resolved
     );
     println!(
-        "  outputs       {} snapshots, {} breach events",
-        counts.outputs.metrics, counts.outputs.breaches
+        "  outputs       {} snapshots, {} breach events, {} escalation events",
+        counts.outputs.metrics, counts.outputs.breaches, counts.outputs.escalations
     );
     Ok(())
 }

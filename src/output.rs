@@ -121,5 +121,46 @@ pub struct BreachEvent {
 pub enum Output {
     Metric(MetricSnapshot),
     Breach(BreachEvent),
+    Escalation(EscalationEvent),
     DeadLetter(DeadLetter),
+}
+
+/// A PagerDuty Events API v2 event, ready for a bridge to forward unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PagerDutyEvent {
+    /// `trigger`, `acknowledge` or `resolve`.
+    pub event_action: &'static str,
+    /// The incident id: PagerDuty groups every event of one incident under it.
+    pub dedup_key: String,
+    pub payload: PagerDutyPayload,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PagerDutyPayload {
+    pub summary: String,
+    pub source: String,
+    /// `critical` or `warning`.
+    pub severity: &'static str,
+    pub timestamp: String,
+    pub component: String,
+    pub group: Option<String>,
+    pub class: &'static str,
+    pub custom_details: serde_json::Value,
+}
+
+/// One step of an incident's escalation: a level notified, or the incident acknowledged
+/// or resolved (for the pager bridge).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EscalationEvent {
+    pub incident_id: String,
+    pub level: usize,
+    pub notify: Vec<String>,
+    pub reason: String,
+    pub event_time: String,
+    pub model_id: String,
+    pub objective: String,
+    pub segment: Segment,
+    pub severity: Severity,
+    pub sla_version: String,
+    pub pagerduty: PagerDutyEvent,
 }

@@ -55,6 +55,7 @@ pub struct ReplayCounts {
     pub dead_letters: u64,
     pub metrics: u64,
     pub breaches: u64,
+    pub escalations: u64,
     /// Event time reached by the merge.
     pub event_time: Option<Millis>,
     /// Bytes read, all inputs.
@@ -158,6 +159,7 @@ pub struct OutputFiles {
     dir: PathBuf,
     metrics: BufWriter<File>,
     breaches: BufWriter<File>,
+    escalations: BufWriter<File>,
     dead_letters: BufWriter<File>,
     sla_version: String,
 }
@@ -178,17 +180,10 @@ impl OutputFiles {
             dir: dir.to_path_buf(),
             metrics: open("metrics.jsonl")?,
             breaches: open("breaches.jsonl")?,
+            escalations: open("escalations.jsonl")?,
             dead_letters: open("dead_letters.jsonl")?,
             sla_version: sla_version.to_string(),
         };
-        // Escalations are produced by escalation policies; the file is always written so
-        // that every replay has the same four outputs.
-        open("escalations.jsonl")?
-            .flush()
-            .map_err(|source| ReplayError::Write {
-                path: dir.join("escalations.jsonl"),
-                source,
-            })?;
         Ok(files)
     }
 
@@ -201,6 +196,14 @@ impl OutputFiles {
             Output::Breach(b) => {
                 counts.breaches += 1;
                 (&mut self.breaches, "breaches.jsonl", serde_json::to_vec(b))
+            }
+            Output::Escalation(e) => {
+                counts.escalations += 1;
+                (
+                    &mut self.escalations,
+                    "escalations.jsonl",
+                    serde_json::to_vec(e),
+                )
             }
             Output::DeadLetter(d) => {
                 counts.dead_letters += 1;
@@ -226,6 +229,7 @@ impl OutputFiles {
         for (w, name) in [
             (&mut self.metrics, "metrics.jsonl"),
             (&mut self.breaches, "breaches.jsonl"),
+            (&mut self.escalations, "escalations.jsonl"),
             (&mut self.dead_letters, "dead_letters.jsonl"),
         ] {
             w.flush().map_err(|source| ReplayError::Write {

@@ -80,6 +80,7 @@ models:
     label_ttl: 30m
     segment_by: [region]
     reference: {file: fraud-reference.json}
+    escalation: default
     objectives:
       - {name: accuracy, metric: accuracy, op: ">=", target: 0.75, warn_at: 0.8, window: 10m, min_samples: 100}
       - {name: auc, metric: roc_auc, op: ">=", target: 0.85, window: 15m, min_samples: 200, segment_by: []}
@@ -99,6 +100,12 @@ models:
       - {name: rmse, metric: rmse, op: "<=", target: 5, warn_at: 4.5, resolve_at: 4.2, window: 15m, min_samples: 50, segment_by: []}
       - {name: p95, metric: latency_p95, op: "<=", target: 150, window: 5m, segment_by: []}
       - {name: throughput, metric: throughput, op: ">=", target: {throughput}, window: 5m, segment_by: []}
+escalation_policies:
+  default:
+    levels:
+      - {after: 0m, notify: ["team:risk-ml-oncall"]}
+      - {after: 15m, notify: ["team:ml-platform"]}
+      - {after: 45m, notify: ["role:head-of-ml"]}
 "#;
 
 /// The scenario's SLA file for `spec`.

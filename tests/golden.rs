@@ -308,3 +308,62 @@ fn two_replays_are_byte_identical() {
         );
     }
 }
+
+#[test]
+fn escalations_follow_the_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = golden_spec();
+    write_scenario(dir.path(), &spec);
+    let (_, counts, out) = replay(dir.path(), "out");
+    let events = read_jsonl(&out.join("escalations.jsonl"));
+    assert_eq!(events.len() as u64, counts.escalations);
+    let find = |objective: &str, segment: &str, action: &str, level: u64| -> Vec<i64> {
+        events
+            .iter()
+            .filter(|e| {
+                e["objective"] == objective
+                    && segment_key(&e["segment"]) == segment
+                    && e["pagerduty"]["event_action"] == action
+                    && e["level"] == level
+            })
+            .map(|e| minute_of(spec.start, &e["event_time"]))
+            .collect()
+    };
+    let breaches = read_jsonl(&out.join("breaches.jsonl"));
+    let opened = |objective: &str, segment: &str| -> i64 {
+        breaches
+            .iter()
+            .find(|b| {
+                b["kind"] == "opened"
+                    && b["objective"] == objective
+                    && segment_key(&b["segment"]) == segment
+            })
+            .map(|b| minute_of(spec.start, &b["event_time"]))
+            .expect("opened")
+    };
+    // Unacknowledged: level 0 when it opens, level 1 exactly 15 minutes later.
+    let o = opened("accuracy", "");
+    assert_eq!(find("accuracy", "", "trigger", 0), vec![o]);
+    assert_eq!(find("accuracy", "", "trigger", 1), vec![o + 15]);
+    // Acknowledged 14 minutes in: the acknowledgement goes to the pager, level 1 never fires.
+    let o = opened("accuracy", "region=eu-west");
+    assert_eq!(find("accuracy", "region=eu-west", "trigger", 0), vec![o]);
+    assert_eq!(
+        find("accuracy", "region=eu-west", "acknowledge", 0).len(),
+        1
+    );
+    assert!(find("accuracy", "region=eu-west", "trigger", 1).is_empty());
+    // Resolved before 15 minutes: no level 1, a resolve for the pager.
+    assert!(find("errors", "", "trigger", 1).is_empty());
+    assert_eq!(find("errors", "", "resolve", 0).len(), 1);
+    for e in &events {
+        assert_eq!(
+            e["pagerduty"]["dedup_key"], e["incident_id"],
+            "one PagerDuty incident per slaguard incident"
+        );
+        assert_eq!(e["pagerduty"]["payload"]["source"], "slaguard");
+        assert!(e["notify"].as_array().is_some_and(|n| !n.is_empty()));
+    }
+    // eta has no policy: its latency incident pages nobody.
+    assert!(events.iter().all(|e| e["model_id"] == "fraud"));
+}

@@ -43,6 +43,7 @@ impl ProducerContext for DeliveryTracker {
 pub struct SinkCounts {
     pub metrics: u64,
     pub breaches: u64,
+    pub escalations: u64,
     pub dead_letters: u64,
 }
 
@@ -50,6 +51,7 @@ pub struct Sink {
     producer: ThreadedProducer<DeliveryTracker>,
     codecs: Codecs,
     breaches: String,
+    escalations: String,
     metrics: String,
     dead_letters: String,
     formats: super::Formats,
@@ -72,6 +74,7 @@ impl Sink {
             producer,
             codecs: Codecs::new()?,
             breaches: settings.output_topic("breaches"),
+            escalations: settings.output_topic("escalations"),
             metrics: settings.output_topic("metrics"),
             dead_letters: settings.output_topic("dead_letters"),
             formats: settings.formats.clone(),
@@ -117,6 +120,18 @@ impl Sink {
                 self.enqueue(
                     &self.breaches.clone(),
                     Some(b.model_id.as_bytes()),
+                    &value,
+                    None,
+                )
+            }
+            Output::Escalation(e) => {
+                // JSON: a pager bridge forwards the `pagerduty` object unchanged.
+                let value =
+                    serde_json::to_vec(e).map_err(|e| KafkaShellError::Invalid(e.to_string()))?;
+                self.counts.escalations += 1;
+                self.enqueue(
+                    &self.escalations.clone(),
+                    Some(e.model_id.as_bytes()),
                     &value,
                     None,
                 )

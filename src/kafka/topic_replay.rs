@@ -69,6 +69,7 @@ impl Out {
                 match o {
                     Output::Metric(_) => counts.metrics += 1,
                     Output::Breach(_) => counts.breaches += 1,
+                    Output::Escalation(_) => counts.escalations += 1,
                     Output::DeadLetter(_) => counts.dead_letters += 1,
                 }
                 s.send(o, key)
