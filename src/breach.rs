@@ -196,6 +196,7 @@ mod tests {
             clear_for,
             segment_by: vec![],
             threshold_ms: None,
+            inhibits: Vec::new(),
             feature: None,
             range: None,
             description: None,

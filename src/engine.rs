@@ -889,6 +889,7 @@ impl Engine {
                 s.advance_to(n);
             }
             for (oi, objective) in model.objectives.iter().enumerate() {
+                let inhibited_now = inhibited(model, &ms.objectives, oi);
                 let os = &ms.objectives[oi];
                 let series = &ms.series[os.series];
                 let mut keys: BTreeSet<SegmentKey> = BTreeSet::new();
@@ -939,7 +940,10 @@ impl Engine {
                             self.state.stats.incidents_opened += 1;
                             self.state.open.insert(i.id.clone(), (mi, oi, key.clone()));
                             i.model_version = ms.version_before(n);
-                            i.escalation = policy.and_then(|p| Escalation::open(p, at));
+                            // An inhibited incident is recorded but never pages.
+                            i.escalation = policy
+                                .filter(|_| !inhibited_now)
+                                .and_then(|p| Escalation::open(p, at));
                             if let Some(open) = ms.objectives[oi]
                                 .trackers
                                 .get_mut(&key)
@@ -1006,6 +1010,7 @@ impl Engine {
                         at,
                         ms.version_before(n),
                         None,
+                        inhibited_now,
                     );
                     if !quiet {
                         self.outputs.push_back(Output::Breach(event));
@@ -1038,6 +1043,8 @@ impl Engine {
         };
         let ms = &mut self.state.models[mi];
         let segment = ms.segment(&ms.series[ms.objectives[oi].series], &key);
+        // While an inhibiting objective is open, the due level passes without a page.
+        let silent = inhibited(model, &ms.objectives, oi);
         let Some(incident) = ms.objectives[oi]
             .trackers
             .get_mut(&key)
@@ -1063,7 +1070,7 @@ impl Engine {
             )
         };
         let incident = incident.clone();
-        if !self.quiet(due) {
+        if !silent && !self.quiet(due) {
             self.outputs.push_back(Output::Escalation(escalation_event(
                 &config, mi, oi, segment, &incident, policy, "trigger", reason, due,
             )));
@@ -1188,6 +1195,7 @@ impl Engine {
         let segment = ms.segment(series, &key);
         let segment_copy = segment.clone();
         let by_name = a.by.clone().unwrap_or_else(|| "someone".to_string());
+        let inhibited_now = inhibited(&config.models[mi], &ms.objectives, oi);
         let none = crate::summary::Measured {
             value: None,
             samples: 0,
@@ -1203,6 +1211,7 @@ impl Engine {
             a.time,
             incident.model_version.clone(),
             a.by,
+            inhibited_now,
         );
         if !quiet {
             self.outputs.push_back(Output::Breach(event));
@@ -1242,6 +1251,22 @@ fn drift_bins(model: &ModelSla, family: Family) -> Vec<f64> {
         profile.features.values().nth(f as usize)
     };
     feature.map(|p| p.drift_bins()).unwrap_or_default()
+}
+
+/// Whether another objective of the model that lists objective `oi` in its `inhibits` has
+/// an incident open.
+fn inhibited(model: &ModelSla, objectives: &[ObjectiveState], oi: usize) -> bool {
+    let name = &model.objectives[oi].name;
+    model
+        .objectives
+        .iter()
+        .zip(objectives)
+        .enumerate()
+        .any(|(j, (o, state))| {
+            j != oi
+                && o.inhibits.contains(name)
+                && state.trackers.values().any(|t| t.open.is_some())
+        })
 }
 
 /// The distinct drift and data-quality families of a model's objectives.
@@ -1384,6 +1409,7 @@ fn breach_event(
     at: Millis,
     version: Option<String>,
     by: Option<String>,
+    inhibited: bool,
 ) -> BreachEvent {
     let model = &config.models[mi];
     let objective = &model.objectives[oi];
@@ -1407,6 +1433,7 @@ fn breach_event(
         owner: model.owner.clone(),
         runbook: model.runbook.clone(),
         opened_at: format_rfc3339(incident.opened_at),
+        inhibited,
         by,
     }
 }

@@ -111,6 +111,9 @@ pub struct BreachEvent {
     pub runbook: Option<String>,
     /// When the incident opened.
     pub opened_at: String,
+    /// Another objective of the model that inhibits this one has an incident open: this
+    /// incident is recorded but does not page.
+    pub inhibited: bool,
     /// Who acknowledged or resolved it, for events caused by an ack.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,

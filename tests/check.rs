@@ -324,3 +324,27 @@ models:
     }
     assert_eq!(problems.len(), expect.len(), "{}", rendered.join("\n"));
 }
+
+#[test]
+fn inhibits_names_objectives_of_the_same_model() {
+    let yaml = r#"
+sla_version: "i-1"
+models:
+  - model_id: m
+    task: regression
+    objectives:
+      - {name: a, metric: availability, op: ">=", target: 0.9, window: 1h, inhibits: [b, ghost, a]}
+      - {name: b, metric: mae, op: "<=", target: 1, window: 1h}
+"#;
+    let Err(ConfigError::Invalid { problems, .. }) = config::parse(yaml, "i.yaml", None) else {
+        panic!("must be rejected");
+    };
+    let rendered: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        rendered,
+        vec![
+            "models[0].objectives[0].inhibits[1]: names objective `ghost`, which model `m` does not define".to_string(),
+            "models[0].objectives[0].inhibits[2]: an objective cannot inhibit itself".to_string(),
+        ]
+    );
+}

@@ -111,3 +111,90 @@ fn multiclass_latency_under_availability_and_label_delay() {
     );
     assert_eq!(at("delay", 1).samples, 4);
 }
+
+#[test]
+fn an_open_inhibitor_marks_incidents_inhibited_and_silences_them() {
+    let yaml = r#"
+sla_version: "inhibit-1"
+defaults: {evaluate_every: 1m, allowed_lateness: 0s}
+models:
+  - model_id: m
+    task: regression
+    escalation: page
+    objectives:
+      - {name: availability, metric: availability, op: ">=", target: 0.9, window: 1m, inhibits: [latency]}
+      - {name: latency, metric: latency_p99, op: "<=", target: 100, window: 1m}
+escalation_policies:
+  page:
+    levels:
+      - {after: 0m, notify: ["team:oncall"]}
+      - {after: 2m, notify: ["team:lead"]}
+"#;
+    let cfg = Arc::new(config::parse(yaml, "t.yaml", None).expect("valid"));
+    let mut e = Engine::new(cfg);
+    let s = e.add_source();
+    // Minutes 0–4: every request fails slowly (an outage); minute 5 on: healthy.
+    for i in 0..480 {
+        let t = T0 + i * 1000;
+        let (status, latency) = if i < 300 {
+            ("error", 900.0)
+        } else {
+            ("ok", 20.0)
+        };
+        let line = format!(
+            r#"{{"request_id":"r{i}","model_id":"m","timestamp":{t},"latency_ms":{latency},"status":"{status}","prediction":{{"value":1}}}}"#
+        );
+        e.handle_inference(s, &decode::inference(line.as_bytes()).expect("valid"))
+            .expect("accepted");
+    }
+    let outputs: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    let breaches: Vec<&slaguard::output::BreachEvent> = outputs
+        .iter()
+        .filter_map(|o| {
+            if let Output::Breach(b) = o {
+                Some(b)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let escalations: Vec<&slaguard::output::EscalationEvent> = outputs
+        .iter()
+        .filter_map(|o| {
+            if let Output::Escalation(x) = o {
+                Some(x)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let latency_opened = breaches
+        .iter()
+        .find(|b| b.objective == "latency" && b.kind == slaguard::output::BreachKind::Opened)
+        .expect("latency opened");
+    assert!(
+        latency_opened.inhibited,
+        "opened while availability was open"
+    );
+    let availability_opened = breaches
+        .iter()
+        .find(|b| b.objective == "availability")
+        .expect("availability opened");
+    assert!(!availability_opened.inhibited);
+    // The outage pages (level 0 at once, level 1 two minutes later); the latency incident
+    // never does.
+    assert!(
+        escalations.iter().all(|x| x.objective == "availability"),
+        "{escalations:?}"
+    );
+    let levels: Vec<usize> = escalations
+        .iter()
+        .filter(|x| x.pagerduty.event_action == "trigger")
+        .map(|x| x.level)
+        .collect();
+    assert_eq!(levels, vec![0, 1]);
+    // Both resolve once requests are healthy again.
+    assert!(breaches
+        .iter()
+        .any(|b| b.objective == "latency" && b.kind == slaguard::output::BreachKind::Resolved));
+}

@@ -141,6 +141,9 @@ pub struct Objective {
     /// Dimensions this objective is also evaluated per (the model's unless overridden).
     pub segment_by: Vec<String>,
     pub threshold_ms: Option<f64>,
+    /// Objectives of the same model whose incidents are marked inhibited, and do not
+    /// escalate, while this one has an incident open.
+    pub inhibits: Vec<String>,
     /// The feature a drift or data-quality objective watches (`score` for the score).
     pub feature: Option<String>,
     /// `range: [low, high]` of an out_of_range_rate objective.

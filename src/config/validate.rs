@@ -463,6 +463,23 @@ fn read_model(
             objectives.push(o);
         }
     }
+    // `inhibits` names objectives of the same model.
+    for (i, o) in objectives.iter().enumerate() {
+        for (j, name) in o.inhibits.iter().enumerate() {
+            let at = format!("{path}.objectives[{i}].inhibits[{j}]");
+            if *name == o.name {
+                p.add(at, "an objective cannot inhibit itself");
+            } else if !names.contains_key(name) {
+                p.add(
+                    at,
+                    format!(
+                        "names objective `{name}`, which model `{}` does not define",
+                        raw.model_id
+                    ),
+                );
+            }
+        }
+    }
     Some(ModelSla {
         model_id: raw.model_id,
         task: task?,
@@ -561,12 +578,6 @@ fn read_objective(
         None | Some("threshold") => {}
         Some("burn_rate") => p.add(at("alerting"), "burn_rate alerting is not available in this version of slaguard; remove it to alert on the threshold"),
         Some(other) => p.add(at("alerting"), format!("unknown alerting `{other}`: use threshold or burn_rate")),
-    }
-    if raw.inhibits.is_some() {
-        p.add(
-            at("inhibits"),
-            "inhibition is not available in this version of slaguard",
-        );
     }
 
     let op = match raw.op.as_deref() {
@@ -699,6 +710,7 @@ fn read_objective(
         clear_for: raw.clear_for.unwrap_or(1).max(1),
         segment_by,
         threshold_ms,
+        inhibits: raw.inhibits.clone().unwrap_or_default(),
         feature: raw.feature.clone(),
         range,
         description: raw.description,
