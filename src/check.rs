@@ -30,13 +30,11 @@ pub fn summary(config: &SlaConfig) -> String {
         }
         let _ = writeln!(s, ", label TTL {})", format_duration(m.label_ttl));
         for o in &m.objectives {
-            let mut line = format!(
-                "  {:<16} {} {} {}",
-                o.name,
-                o.metric,
-                o.op.symbol(),
-                o.target
-            );
+            let metric = match &o.feature {
+                Some(f) => format!("{}({f})", o.metric),
+                None => o.metric.to_string(),
+            };
+            let mut line = format!("  {:<16} {} {} {}", o.name, metric, o.op.symbol(), o.target);
             if let Some(w) = o.warn_at {
                 let _ = write!(line, " (warn at {w})");
             }
@@ -50,6 +48,9 @@ pub fn summary(config: &SlaConfig) -> String {
                     ", opens after {} / clears after {}",
                     o.for_count, o.clear_for
                 );
+            }
+            if !o.inhibits.is_empty() {
+                let _ = write!(line, ", inhibits {}", o.inhibits.join("+"));
             }
             if let Some(r) = o.resolve_at {
                 let _ = write!(line, ", resolves at {r}");
