@@ -97,20 +97,29 @@ def text(v):
     return None
 
 
+def parse_event(line):
+    """The JSON object of a line with its request_id, model_id and timestamp, or None."""
+    if not line.strip():
+        return None
+    try:
+        e = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(e, dict):
+        return None
+    rid, mid, ts = e.get("request_id"), e.get("model_id"), timestamp(e.get("timestamp"))
+    if not isinstance(rid, str) or not rid.strip() or not isinstance(mid, str) or ts is None:
+        return None
+    return e, rid, mid, ts
+
+
 def read_inferences(path, models):
     out, seen = [], set()
     for line in open(path, encoding="utf-8"):
-        if not line.strip():
+        parsed = parse_event(line)
+        if parsed is None:
             continue
-        try:
-            e = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(e, dict):
-            continue
-        rid, mid, ts = e.get("request_id"), e.get("model_id"), timestamp(e.get("timestamp"))
-        if not isinstance(rid, str) or not rid.strip() or not isinstance(mid, str) or ts is None:
-            continue
+        e, rid, mid, ts = parsed
         status = e.get("status", "ok")
         if status not in ("ok", "error", "timeout"):
             continue
@@ -145,17 +154,10 @@ def read_inferences(path, models):
 def read_labels(path, models):
     out, seen = [], set()
     for line in open(path, encoding="utf-8"):
-        if not line.strip():
+        parsed = parse_event(line)
+        if parsed is None:
             continue
-        try:
-            e = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(e, dict):
-            continue
-        rid, mid, ts = e.get("request_id"), e.get("model_id"), timestamp(e.get("timestamp"))
-        if not isinstance(rid, str) or not rid.strip() or not isinstance(mid, str) or ts is None:
-            continue
+        e, rid, mid, ts = parsed
         if e.get("label") is None and e.get("value") is None:
             continue
         if mid not in models:
