@@ -94,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         state_dir: state.clone(),
         commit_interval: Duration::from_millis(200),
         shutdown_timeout: Duration::from_secs(30),
+        instance_id: None,
     };
     let started = Instant::now();
     let run = tokio::spawn(processor::run(

@@ -266,6 +266,7 @@ pub async fn demo(
         state_dir: state_dir.clone(),
         commit_interval: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(5),
+        instance_id: None,
     };
     let processor = tokio::spawn(processor::run(
         Arc::clone(&config),

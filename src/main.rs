@@ -100,6 +100,10 @@ enum Command {
         /// How often outputs are flushed, state checkpointed and offsets committed.
         #[arg(long, default_value = "5s")]
         commit_interval: String,
+        /// A stable name for this instance (e.g. the pod name): static group membership,
+        /// so that a restart takes its partitions back without a rebalance.
+        #[arg(long)]
+        instance_id: Option<String>,
     },
     /// Backtest an SLA: on exported JSONL files (each in event-time order) with --inferences,
     /// --labels and --out, or on the topics of a cluster with --brokers.
@@ -200,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             group,
             state_dir,
             commit_interval,
+            instance_id,
         } => {
             let cfg = Arc::new(config::load(&config)?);
             let settings = kafka.settings()?;
@@ -209,6 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 state_dir,
                 commit_interval: Duration::from_millis(commit_interval.max(100) as u64),
                 shutdown_timeout: Duration::from_secs(10),
+                instance_id,
             };
             let runtime = tokio::runtime::Runtime::new()?;
             let summary = runtime.block_on(async {

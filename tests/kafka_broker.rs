@@ -58,6 +58,7 @@ fn run_on_four_partitions_matches_the_file_replay() {
         state_dir: dir.path().join("state"),
         commit_interval: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(10),
+        instance_id: None,
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let token = CancellationToken::new();
@@ -169,6 +170,10 @@ fn slaguard_run(
             "1s",
             "--state-dir",
             state.to_str().expect("utf-8"),
+            // Static membership: the restarted process takes the partitions back at once,
+            // instead of sharing them with the killed member until its session expires.
+            "--instance-id",
+            group,
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -190,11 +195,15 @@ fn kill_9_mid_stream_then_restart_loses_no_incident() {
     let config = dir.path().join("sla.yaml");
     let state = dir.path().join("state");
     let metrics_topic = s.output_topic("metrics");
-    let mut first = slaguard_run(&config, &s, "kill9", &state);
+    // A group (and static member) of its own: the broker outlives test runs.
+    let group = s.output_prefix.trim_end_matches('.').to_string();
+    let mut first = slaguard_run(&config, &s, &group, &state);
     let start = Instant::now();
     // Kill once a good part of the stream (and at least one checkpoint) is behind it.
     while read_topic(&brokers, &metrics_topic).len() < expected.len() / 3
-        || !state.join("kill9.checkpoint").exists()
+        || !slaguard::kafka::checkpoint::CheckpointStore::new(&state, &group)
+            .path()
+            .exists()
     {
         assert!(
             start.elapsed() < Duration::from_secs(120),
@@ -211,7 +220,7 @@ fn kill_9_mid_stream_then_restart_loses_no_incident() {
         expected.len()
     );
 
-    let mut second = slaguard_run(&config, &s, "kill9", &state);
+    let mut second = slaguard_run(&config, &s, &group, &state);
     let n = wait_settled(
         &brokers,
         &metrics_topic,

@@ -51,6 +51,7 @@ fn broker_stop_and_start_is_survived() {
         state_dir: dir.path().join("state"),
         commit_interval: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(30),
+        instance_id: None,
     };
     let handle = rt.spawn(processor::run(
         Arc::clone(&cfg),

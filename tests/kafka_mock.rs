@@ -123,6 +123,7 @@ models:
         state_dir: dir.path().into(),
         commit_interval: Duration::from_millis(500),
         shutdown_timeout: Duration::from_secs(5),
+        instance_id: None,
     };
     let handle = rt.spawn(processor::run(cfg, s.clone(), options, token.clone()));
     // 300 s of events and no lateness: instants 12:01..12:04, the last ones once the
@@ -356,6 +357,7 @@ models:
         state_dir: dir.path().into(),
         commit_interval: Duration::from_millis(500),
         shutdown_timeout: Duration::from_secs(5),
+        instance_id: None,
     };
     let handle = rt.spawn(processor::run(cfg, s, options, token.clone()));
     let start = Instant::now();

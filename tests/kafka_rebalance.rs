@@ -82,6 +82,7 @@ fn an_instance_joins_and_leaves_without_loss() {
             state_dir: dir.path().join(name),
             commit_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(10),
+            instance_id: None,
         };
         rt.spawn(processor::run(
             Arc::clone(&cfg),

@@ -42,6 +42,9 @@ pub struct RunOptions {
     pub commit_interval: Duration,
     /// How long the final drain may wait for outputs to be acknowledged.
     pub shutdown_timeout: Duration,
+    /// Static group membership (`group.instance.id`): a restarted instance with the same
+    /// id takes its partitions back without a rebalance, and so restores its checkpoint.
+    pub instance_id: Option<String>,
 }
 
 /// What a run did.
@@ -449,17 +452,19 @@ pub async fn run(
         state: Arc::clone(&state),
         timeout: options.shutdown_timeout,
     };
-    let consumer: StreamConsumer<GroupContext> = settings
-        .client_with(&[
-            ("group.id", &options.group),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("isolation.level", "read_committed"),
-            ("session.timeout.ms", "10000"),
-            ("heartbeat.interval.ms", "1000"),
-        ])
-        .create_with_context(context)?;
+    let mut client = settings.client_with(&[
+        ("group.id", &options.group),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("isolation.level", "read_committed"),
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "1000"),
+    ]);
+    if let Some(id) = &options.instance_id {
+        client.set("group.instance.id", id);
+    }
+    let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
     let topics: Vec<&str> = settings.input_topics().iter().map(|(t, _)| *t).collect();
     consumer.subscribe(&topics)?;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
