@@ -4,7 +4,7 @@
 //! original bytes, its position (file and line, or topic, partition and offset) and a
 //! [`Reason`] with a stable machine-readable code.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which input stream a message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -26,8 +26,7 @@ impl InputKind {
 }
 
 /// Where a message sits in its input.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Position {
     Line {
         file: String,
@@ -110,12 +109,53 @@ pub struct DeadLetter {
     pub reason: Reason,
 }
 
+/// A position as the fields of a dead-letter line: `file` and `line`, or `topic`,
+/// `partition` and `offset`.
+#[derive(Serialize)]
+pub struct PositionFields<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+}
+
+impl<'a> From<&'a Position> for PositionFields<'a> {
+    fn from(p: &'a Position) -> Self {
+        match p {
+            Position::Line { file, line } => PositionFields {
+                file: Some(file),
+                line: Some(*line),
+                topic: None,
+                partition: None,
+                offset: None,
+            },
+            Position::Offset {
+                topic,
+                partition,
+                offset,
+            } => PositionFields {
+                file: None,
+                line: None,
+                topic: Some(topic),
+                partition: Some(*partition),
+                offset: Some(*offset),
+            },
+        }
+    }
+}
+
 /// The JSON line written to `dead_letters.jsonl`.
 #[derive(Serialize)]
 pub struct DeadLetterRecord<'a> {
     pub input: InputKind,
     #[serde(flatten)]
-    pub position: &'a Position,
+    pub position: PositionFields<'a>,
     pub reason: &'static str,
     pub detail: String,
     /// The original message when it is UTF-8.
@@ -138,7 +178,7 @@ impl DeadLetter {
         };
         DeadLetterRecord {
             input: self.origin.input,
-            position: &self.origin.position,
+            position: (&self.origin.position).into(),
             reason: self.reason.code(),
             detail: self.reason.to_string(),
             raw,

@@ -265,56 +265,8 @@ struct AckEntry {
     resolve: bool,
     by: Option<String>,
     time: Millis,
-    position: Option<AckPosition>,
+    position: Option<Position>,
     raw: Vec<u8>,
-}
-
-/// Where an ack came from, kept for its dead letter (a serializable [`Position`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum AckPosition {
-    Line {
-        file: String,
-        line: u64,
-    },
-    Offset {
-        topic: String,
-        partition: i32,
-        offset: i64,
-    },
-}
-
-impl From<Position> for AckPosition {
-    fn from(p: Position) -> Self {
-        match p {
-            Position::Line { file, line } => AckPosition::Line { file, line },
-            Position::Offset {
-                topic,
-                partition,
-                offset,
-            } => AckPosition::Offset {
-                topic,
-                partition,
-                offset,
-            },
-        }
-    }
-}
-
-impl From<AckPosition> for Position {
-    fn from(p: AckPosition) -> Self {
-        match p {
-            AckPosition::Line { file, line } => Position::Line { file, line },
-            AckPosition::Offset {
-                topic,
-                partition,
-                offset,
-            } => Position::Offset {
-                topic,
-                partition,
-                offset,
-            },
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -731,7 +683,7 @@ impl Engine {
         };
         self.state.stats.acks += 1;
         let (position, raw) = match ack.origin {
-            Some(Origin { position, raw, .. }) => (Some(AckPosition::from(position)), raw),
+            Some(Origin { position, raw, .. }) => (Some(position), raw),
             None => (None, Vec::new()),
         };
         self.state.ack_seq += 1;
@@ -1132,13 +1084,10 @@ impl Engine {
                     )
                 }
             };
-            let position = match a.position {
-                Some(p) => p.into(),
-                None => Position::Line {
-                    file: String::new(),
-                    line: 0,
-                },
-            };
+            let position = a.position.unwrap_or(Position::Line {
+                file: String::new(),
+                line: 0,
+            });
             self.state.stats.acks_unmatched += 1;
             if !quiet {
                 self.outputs.push_back(Output::DeadLetter(DeadLetter {
