@@ -22,16 +22,8 @@ fn broker_stop_and_start_is_survived() {
         ..
     } = golden_on_topics(&brokers, "restart", 4, false);
     // Half the stream now, half after the broker came back.
-    let lines: Vec<String> = std::fs::read_to_string(&inputs.inferences)
-        .expect("read")
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let labels: Vec<String> = std::fs::read_to_string(&inputs.labels)
-        .expect("read")
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let lines: Vec<String> = read_lines(&inputs.inferences);
+    let labels: Vec<String> = read_lines(&inputs.labels);
     produce_lines(
         &brokers,
         &s.inferences_topic,

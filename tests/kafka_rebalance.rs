@@ -58,16 +58,8 @@ fn an_instance_joins_and_leaves_without_loss() {
         settings: s,
         ..
     } = golden_on_topics(&brokers, "rebalance", 4, false);
-    let inferences: Vec<String> = std::fs::read_to_string(&inputs.inferences)
-        .expect("read")
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let labels: Vec<String> = std::fs::read_to_string(&inputs.labels)
-        .expect("read")
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let inferences: Vec<String> = read_lines(&inputs.inferences);
+    let labels: Vec<String> = read_lines(&inputs.labels);
     let start = slaguard::scenario::ScenarioSpec::default().start;
     let at = |minutes: i64| start + minutes * 60_000;
     let produce_stage = |from: i64, to: i64| {

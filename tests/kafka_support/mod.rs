@@ -108,6 +108,15 @@ pub fn produce_file(brokers: &str, topic: &str, file: &Path) -> usize {
     )
 }
 
+/// The lines of a scenario file.
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn produce_lines<'a>(
     brokers: &str,
     topic: &str,
