@@ -67,10 +67,11 @@ fn an_instance_joins_and_leaves_without_loss() {
         produce_lines(&brokers, &s.labels_topic, stage(&labels, from, to));
     };
     let cfg = common::load_config(&dir.path().join("sla.yaml"));
+    let group = unique("rebalance");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let instance = |name: &str, token: &CancellationToken| {
         let options = RunOptions {
-            group: "rebalance".into(),
+            group: group.clone(),
             state_dir: dir.path().join(name),
             commit_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(10),
@@ -87,11 +88,12 @@ fn an_instance_joins_and_leaves_without_loss() {
 
     let (a_token, b_token) = (CancellationToken::new(), CancellationToken::new());
     let a = instance("a", &a_token);
+    wait_for_group(&brokers, &group, 1);
     produce_stage(i64::MIN, at(60));
     settle(&brokers, &metrics, 400);
     let b = instance("b", &b_token);
+    wait_for_group(&brokers, &group, 2);
     produce_stage(at(60), at(120));
-    std::thread::sleep(Duration::from_secs(3));
     settle(&brokers, &metrics, 800);
     b_token.cancel();
     let b_summary = rt.block_on(b).expect("task").expect("b ran");
@@ -99,6 +101,9 @@ fn an_instance_joins_and_leaves_without_loss() {
         b_summary.messages > 0,
         "the second instance took partitions over"
     );
+    // Only once the first instance owns every partition again does the last hour arrive:
+    // an instance emits the instants its own partitions reach.
+    wait_for_group(&brokers, &group, 1);
     produce_stage(at(120), i64::MAX);
     settle(&brokers, &metrics, expected.len() / 2);
     a_token.cancel();

@@ -266,3 +266,28 @@ pub fn golden_on_topics(
         settings: s,
     }
 }
+
+/// Waits until consumer group `group` has finished rebalancing with exactly `members`
+/// members, so that every member holds its share of the partitions.
+pub fn wait_for_group(brokers: &str, group: &str, members: usize) {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("client");
+    let start = std::time::Instant::now();
+    loop {
+        let list = client
+            .fetch_group_list(Some(group), Duration::from_secs(10))
+            .expect("group list");
+        let info = list.groups().first();
+        let (state, n) = info.map_or(("", 0), |g| (g.state(), g.members().len()));
+        if state == "Stable" && n == members {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "group {group}: state {state:?} with {n} members, expected Stable with {members}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
