@@ -20,6 +20,7 @@ const INFERENCE: &str = include_str!("../schemas/inference.avsc");
 const LABEL: &str = include_str!("../schemas/label.avsc");
 const ACK: &str = include_str!("../schemas/ack.avsc");
 const BREACH: &str = include_str!("../schemas/breach.avsc");
+const ESCALATION: &str = include_str!("../schemas/escalation.avsc");
 const METRIC: &str = include_str!("../schemas/metric.avsc");
 const DEAD_LETTER: &str = include_str!("../schemas/dead_letter.avsc");
 
@@ -77,6 +78,7 @@ pub struct Codecs {
     pub label: Schema,
     pub ack: Schema,
     pub breach: Schema,
+    pub escalation: Schema,
     pub metric: Schema,
     pub dead_letter: Schema,
 }
@@ -94,6 +96,7 @@ impl Codecs {
             label: parse("label", LABEL)?,
             ack: parse("ack", ACK)?,
             breach: parse("breach", BREACH)?,
+            escalation: parse("escalation", ESCALATION)?,
             metric: parse("metric", METRIC)?,
             dead_letter: parse("dead_letter", DEAD_LETTER)?,
         })
@@ -314,6 +317,7 @@ pub fn json_to_avro(json: &Json, schema: &Schema) -> Result<Avro, String> {
                         | (Schema::Long | Schema::Int, Json::Number(_))
                         | (Schema::Boolean, Json::Bool(_))
                         | (Schema::Record(_) | Schema::Map(_), Json::Object(_))
+                        | (Schema::Array(_), Json::Array(_))
                 );
                 if fits {
                     return Ok(Avro::Union(i as u32, Box::new(json_to_avro(j, variant)?)));
@@ -340,6 +344,12 @@ pub fn json_to_avro(json: &Json, schema: &Schema) -> Result<Avro, String> {
         (Schema::Map(m), Json::Object(o)) => Ok(Avro::Map(
             o.iter()
                 .map(|(k, v)| Ok((k.clone(), json_to_avro(v, &m.types)?)))
+                .collect::<Result<_, String>>()?,
+        )),
+        (Schema::Array(a), Json::Array(items)) => Ok(Avro::Array(
+            items
+                .iter()
+                .map(|v| json_to_avro(v, &a.items))
                 .collect::<Result<_, String>>()?,
         )),
         (Schema::Enum(e), Json::String(s)) => e

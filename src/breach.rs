@@ -200,6 +200,7 @@ mod tests {
             feature: None,
             range: None,
             description: None,
+            burn_rate: None,
         }
     }
 

@@ -59,6 +59,13 @@ pub fn summary(config: &SlaConfig) -> String {
                 let _ = write!(line, ", min {} samples", o.min_samples);
             }
             let _ = writeln!(s, "{line}");
+            if let Some(pairs) = &o.burn_rate {
+                let rules: Vec<String> = pairs
+                    .iter()
+                    .map(|p| format!("{} {} > {}", p.severity.name(), p.name(), p.factor))
+                    .collect();
+                let _ = writeln!(s, "  {:<16} burn rate: {}", "", rules.join("; "));
+            }
         }
     }
     for (name, p) in &config.escalation_policies {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::breach::{assess, incident_id, BreachTracker, Transition};
+use crate::burn_rate;
 use crate::config::{EscalationPolicy, ModelSla, SlaConfig};
 use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
 use crate::escalation::Escalation;
@@ -24,11 +25,12 @@ use crate::event::{Ack, AckAction, AckTarget, Event, FeatureValue, Inference, La
 use crate::join::{JoinState, Joined, Match, Unlabeled};
 use crate::metric::{Family, Task, ALL_FEATURES, SCORE};
 use crate::output::{
-    BreachEvent, BreachKind, EscalationEvent, MetricSnapshot, Output, PagerDutyEvent,
-    PagerDutyPayload, Segment,
+    BreachEvent, BreachKind, BurnRateFired, EscalationEvent, MetricSnapshot, Output,
+    PagerDutyEvent, PagerDutyPayload, Segment,
 };
 use crate::profile::Profile;
 use crate::series::{Fact, RecordStats, SegmentKey, Series};
+use crate::summary::Measured;
 use crate::time::{format_duration, format_rfc3339, Millis};
 use crate::watermark::{SourceId, Watermark};
 
@@ -116,6 +118,8 @@ pub enum Truth {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ObjectiveState {
     series: usize,
+    /// For `alerting: burn_rate`: the series of each pair's long and short span.
+    burn: Vec<(usize, usize)>,
     trackers: BTreeMap<SegmentKey, BreachTracker>,
 }
 
@@ -146,25 +150,35 @@ impl ModelState {
                 .iter()
                 .filter_map(|d| dims.iter().position(|x| x == d))
                 .collect();
-            let s = match series
-                .iter()
-                .position(|s| s.family == o.family && s.window_ms == o.window && s.dims == idx)
-            {
-                Some(s) => s,
-                None => {
-                    series.push(Series::new(
-                        o.family,
-                        o.window,
-                        every,
-                        o.threshold_ms.unwrap_or(0.0),
-                        idx,
-                        drift_bins(m, o.family),
-                    ));
-                    series.len() - 1
+            let mut series_for = |window: Millis| -> usize {
+                match series
+                    .iter()
+                    .position(|s| s.family == o.family && s.window_ms == window && s.dims == idx)
+                {
+                    Some(s) => s,
+                    None => {
+                        series.push(Series::new(
+                            o.family,
+                            window,
+                            every,
+                            o.threshold_ms.unwrap_or(0.0),
+                            idx.clone(),
+                            drift_bins(m, o.family),
+                        ));
+                        series.len() - 1
+                    }
                 }
             };
+            let main = series_for(o.window);
+            let burn = o
+                .burn_rate
+                .iter()
+                .flatten()
+                .map(|p| (series_for(p.long), series_for(p.short)))
+                .collect();
             objectives.push(ObjectiveState {
-                series: s,
+                series: main,
+                burn,
                 trackers: BTreeMap::new(),
             });
         }
@@ -843,6 +857,7 @@ impl Engine {
             for (oi, objective) in model.objectives.iter().enumerate() {
                 let inhibited_now = inhibited(model, &ms.objectives, oi);
                 let os = &ms.objectives[oi];
+                let burn_series = os.burn.clone();
                 let series = &ms.series[os.series];
                 let mut keys: BTreeSet<SegmentKey> = BTreeSet::new();
                 keys.insert(Box::new([]));
@@ -860,7 +875,27 @@ impl Engine {
                     if objective.metric.is_volume() && !covered {
                         m.value = None;
                     }
-                    let state = assess(objective, m);
+                    let (state, fired) = match &objective.burn_rate {
+                        Some(pairs) => {
+                            let spans: Vec<(Measured, Measured)> = burn_series
+                                .iter()
+                                .map(|&(l, s)| {
+                                    (
+                                        ms.series[l].measure(&key, objective.metric),
+                                        ms.series[s].measure(&key, objective.metric),
+                                    )
+                                })
+                                .collect();
+                            burn_rate::assess(
+                                objective.op,
+                                objective.target,
+                                objective.min_samples,
+                                pairs,
+                                &spans,
+                            )
+                        }
+                        None => (assess(objective, m), None),
+                    };
                     let segment = ms.segment(series, &key);
                     let tracker = ms.objectives[oi].trackers.entry(key.clone()).or_default();
                     let transition = tracker.step(objective, state, m, at, || {
@@ -964,6 +999,10 @@ impl Engine {
                         None,
                         inhibited_now,
                     );
+                    let event = BreachEvent {
+                        burn_rate: fired.as_ref().map(BurnRateFired::from),
+                        ..event
+                    };
                     if !quiet {
                         self.outputs.push_back(Output::Breach(event));
                         self.outputs
@@ -1384,5 +1423,6 @@ fn breach_event(
         opened_at: format_rfc3339(incident.opened_at),
         inhibited,
         by,
+        burn_rate: None,
     }
 }

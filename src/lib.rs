@@ -13,7 +13,8 @@
 //! - [`summary`]: mergeable per-interval summaries (counts, histograms, sums).
 //! - [`window`]: sliding windows as running merges of interval summaries.
 //! - [`series`]: per-model windows by family, window and segment.
-//! - [`breach`]: the incident state machine and incident ids; [`escalation`]: policies.
+//! - [`breach`]: the incident state machine and incident ids; [`burn_rate`]: multi-window
+//!   burn-rate alerting; [`escalation`]: policies.
 //! - [`output`]: metric snapshots and breach events.
 //! - [`profile`]: reference profiles, the drift baselines; [`drift`]: PSI, KS, JS distance.
 //! - [`engine`]: the deterministic core tying these together: events in, outputs out.
@@ -24,6 +25,7 @@
 
 pub mod avro;
 pub mod breach;
+pub mod burn_rate;
 pub mod check;
 pub mod config;
 pub mod dead_letter;

@@ -50,7 +50,7 @@ struct KafkaArgs {
     #[arg(long)]
     output_prefix: Option<String>,
     /// Encoding of a topic: ROLE=json|avro|confluent[:ID] (repeatable; roles: inferences,
-    /// labels, acks, breaches, metrics).
+    /// labels, acks, breaches, escalations, metrics).
     #[arg(long = "format", value_name = "ROLE=FORMAT")]
     formats: Vec<String>,
 }

@@ -117,6 +117,35 @@ pub struct BreachEvent {
     /// Who acknowledged or resolved it, for events caused by an ack.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// For `alerting: burn_rate`: the pair of spans whose burn rates set the severity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burn_rate: Option<BurnRateFired>,
+}
+
+/// The burn-rate rule that fired: both spans burnt the error budget faster than `factor`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BurnRateFired {
+    /// `1h/5m`.
+    pub windows: String,
+    pub long_window: String,
+    pub short_window: String,
+    pub factor: f64,
+    pub long_rate: f64,
+    pub short_rate: f64,
+}
+
+impl From<&crate::burn_rate::Fired> for BurnRateFired {
+    fn from(f: &crate::burn_rate::Fired) -> Self {
+        use crate::time::format_duration;
+        BurnRateFired {
+            windows: f.pair.name(),
+            long_window: format_duration(f.pair.long),
+            short_window: format_duration(f.pair.short),
+            factor: f.pair.factor,
+            long_rate: f.long_rate,
+            short_rate: f.short_rate,
+        }
+    }
 }
 
 /// Everything the engine emits, in order.

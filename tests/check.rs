@@ -23,8 +23,10 @@ models:
       - {name: p50, metric: latency_p50, op: "=<", target: 100, window: 5m}
       - {name: auc, metric: roc_auc, op: ">=", target: 0.8, window: 1h}
       - {name: drift, metric: psi, feature: amount, op: "<=", target: 0.25, window: 1h}
-      - {name: avail, metric: availability, op: ">=", target: 0.999, window: 30d, alerting: burn_rate}
+      - {name: slow, metric: latency_p99, op: "<=", target: 250, warn_at: 200, window: 30d, alerting: burn_rate}
       - {name: p90, metric: latency_p90, op: "<=", target: 100, window: 5m, resolve_at: 120}
+      - {name: errors, metric: error_rate, op: ">=", target: 0.01, window: 30d, alerting: burn_rate}
+      - {name: avail, metric: availability, op: ">=", target: 1, window: 30d, alerting: pager}
   - model_id: eta
     task: forecasting
     objectives: []
@@ -86,7 +88,23 @@ fn every_problem_is_listed_with_its_path() {
             "models[0].objectives[8].metric",
             "set `reference: {file: …}` on the model",
         ),
-        ("models[0].objectives[9].alerting", "burn_rate"),
+        (
+            "models[0].objectives[9].alerting",
+            "burn_rate needs a ratio metric",
+        ),
+        ("models[0].objectives[9].target", "strictly between 0 and 1"),
+        (
+            "models[0].objectives[9].warn_at",
+            "does not apply with burn_rate",
+        ),
+        (
+            "models[0].objectives[11].op",
+            "error_rate with burn_rate takes op <=",
+        ),
+        (
+            "models[0].objectives[12].alerting",
+            "unknown alerting `pager`",
+        ),
         ("models[1].task", "unknown task `forecasting`"),
         ("models[1].objectives", "at least one objective"),
         ("models[2].model_id", "defined twice"),
@@ -155,7 +173,7 @@ models:
     objectives:
       - {name: auc, metric: roc_auc, op: ">=", target: 0.85, warn_at: 0.88, window: 1h, min_samples: 200}
       - {name: p99, metric: latency_p99, op: "<=", target: 250, window: 5m, for: 2, clear_for: 3}
-      - {name: availability, metric: availability, op: ">=", target: 0.999, window: 30d}
+      - {name: availability, metric: availability, op: ">=", target: 0.999, window: 30d, alerting: burn_rate}
 escalation_policies:
   default:
     repeat: 1
@@ -182,7 +200,7 @@ fn the_cli_exits_non_zero_on_problems_and_summarises_a_valid_file() {
     let out = slaguard(&["check", "--config", bad.to_str().expect("utf-8")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("25 problem(s)"), "{err}");
+    assert!(err.contains("29 problem(s)"), "{err}");
     assert!(
         err.contains(
             "models[0].objectives[1].window: window 90s is not a multiple of evaluate_every (1m)"
@@ -209,6 +227,10 @@ fn the_cli_exits_non_zero_on_problems_and_summarises_a_valid_file() {
     );
     assert!(
         text.contains("escalation default: 0s → team:risk-ml-oncall"),
+        "{text}"
+    );
+    assert!(
+        text.contains("burn rate: critical 1h/5m > 14.4; critical 6h/30m > 6; warning 1d/2h > 3; warning 3d/6h > 1"),
         "{text}"
     );
     assert!(text.lines().count() <= 24, "fits one screen:\n{text}");

@@ -336,6 +336,8 @@ fn avro_inputs_and_outputs_in_the_confluent_wire_format() {
         "inferences=confluent",
         "labels=confluent",
         "metrics=confluent:11",
+        "breaches=avro",
+        "escalations=confluent:13",
     ] {
         s.formats.set(f).expect("format");
     }
@@ -345,8 +347,11 @@ defaults: {evaluate_every: 1m, allowed_lateness: 0s, idle_timeout: 1s}
 models:
   - model_id: m
     task: binary_classification
+    escalation: page
     objectives:
       - {name: acc, metric: accuracy, op: ">=", target: 0.9, window: 1m}
+escalation_policies:
+  page: {levels: [{after: 0m, notify: ["team:oncall"]}]}
 "#;
     let cfg = Arc::new(slaguard::config::parse(yaml, "t.yaml", None).expect("valid"));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -387,6 +392,26 @@ models:
     // 60 outcomes in the first minute, 45 of them correct (every fourth scored 0.2 is wrong).
     assert!(
         text.contains("Double(0.75)") && text.contains("Long(60)"),
+        "{text}"
+    );
+    // Accuracy 0.75 misses 0.9: the incident opens (raw Avro) and pages (Confluent).
+    let breach = read_topic(&bootstrap, "sla.breaches");
+    let mut body = &breach[0].value[..];
+    let value = apache_avro::reader::datum::GenericDatumReader::builder(&codecs.breach)
+        .build()
+        .and_then(|r| r.read_value(&mut body))
+        .expect("a Breach record");
+    assert!(format!("{value:?}").contains("\"opened\""), "{value:?}");
+    let page = read_topic(&bootstrap, "sla.escalations");
+    assert_eq!(&page[0].value[..5], &[0, 0, 0, 0, 13]);
+    let mut body = &page[0].value[5..];
+    let value = apache_avro::reader::datum::GenericDatumReader::builder(&codecs.escalation)
+        .build()
+        .and_then(|r| r.read_value(&mut body))
+        .expect("an Escalation record");
+    let text = format!("{value:?}");
+    assert!(
+        text.contains("\"trigger\"") && text.contains("team:oncall"),
         "{text}"
     );
     let dead = read_topic(&bootstrap, "sla.dead_letters");

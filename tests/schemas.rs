@@ -18,6 +18,7 @@ fn every_schema_parses() {
         "label",
         "ack",
         "breach",
+        "escalation",
         "metric",
         "dead_letter",
     ] {
@@ -33,6 +34,7 @@ fn outputs_are_valid_records_of_their_schemas() {
     for (file, name) in [
         ("metrics.jsonl", "metric"),
         ("breaches.jsonl", "breach"),
+        ("escalations.jsonl", "escalation"),
         ("dead_letters.jsonl", "dead_letter"),
     ] {
         let s = schema(name);

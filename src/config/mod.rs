@@ -149,6 +149,9 @@ pub struct Objective {
     /// `range: [low, high]` of an out_of_range_rate objective.
     pub range: Option<(f64, f64)>,
     pub description: Option<String>,
+    /// `alerting: burn_rate`: the alert rules, spans scaled to `window`. Severity then
+    /// comes from how fast the error budget burns, not from the value against `target`.
+    pub burn_rate: Option<Vec<crate::burn_rate::BurnPair>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

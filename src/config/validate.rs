@@ -574,11 +574,17 @@ fn read_objective(
     if raw.range.is_some() && metric.is_some_and(|m| m != Metric::OutOfRangeRate) {
         p.add(at("range"), "applies only to out_of_range_rate");
     }
-    match raw.alerting.as_deref() {
-        None | Some("threshold") => {}
-        Some("burn_rate") => p.add(at("alerting"), "burn_rate alerting is not available in this version of slaguard; remove it to alert on the threshold"),
-        Some(other) => p.add(at("alerting"), format!("unknown alerting `{other}`: use threshold or burn_rate")),
-    }
+    let burn_rate = match raw.alerting.as_deref() {
+        None | Some("threshold") => false,
+        Some("burn_rate") => true,
+        Some(other) => {
+            p.add(
+                at("alerting"),
+                format!("unknown alerting `{other}`: use threshold or burn_rate"),
+            );
+            false
+        }
+    };
 
     let op = match raw.op.as_deref() {
         None => {
@@ -648,6 +654,9 @@ fn read_objective(
             }
         }
     }
+    if burn_rate {
+        check_burn_rate(p, &raw, metric, op, target, &at);
+    }
     let window = match raw.window.as_deref() {
         None => {
             p.add(
@@ -714,7 +723,66 @@ fn read_objective(
         feature: raw.feature.clone(),
         range,
         description: raw.description,
+        burn_rate: burn_rate
+            .then(|| crate::burn_rate::scaled_pairs(window, defaults.evaluate_every)),
     })
+}
+
+/// What `alerting: burn_rate` needs: a ratio metric, the op that metric's healthy side
+/// takes, a target that leaves a budget, and no thresholds of its own (the burn rate sets
+/// the severity).
+fn check_burn_rate(
+    p: &mut Problems,
+    raw: &RawObjective,
+    metric: Option<Metric>,
+    op: Option<Op>,
+    target: Option<f64>,
+    at: &dyn Fn(&str) -> String,
+) {
+    use crate::burn_rate::RATIO_METRICS;
+    if let Some(m) = metric {
+        if !RATIO_METRICS.contains(&m) {
+            let names: Vec<&str> = RATIO_METRICS.iter().map(|m| m.name()).collect();
+            p.add(
+                at("alerting"),
+                format!(
+                    "burn_rate needs a ratio metric with an error budget ({}), not {}",
+                    names.join(", "),
+                    m.name()
+                ),
+            );
+        } else if let Some(op) = op {
+            let good_ratio = m != Metric::ErrorRate;
+            if op.higher_is_better() != good_ratio {
+                let want = if good_ratio { ">=" } else { "<=" };
+                p.add(
+                    at("op"),
+                    format!("{} with burn_rate takes op {want}", m.name()),
+                );
+            }
+        }
+    }
+    if let Some(t) = target {
+        if !(t > 0.0 && t < 1.0) {
+            p.add(
+                at("target"),
+                format!(
+                    "burn_rate needs a target strictly between 0 and 1 (a budget to burn), not {t}"
+                ),
+            );
+        }
+    }
+    for (field, set) in [
+        ("warn_at", raw.warn_at.is_some()),
+        ("resolve_at", raw.resolve_at.is_some()),
+    ] {
+        if set {
+            p.add(
+                at(field),
+                "does not apply with burn_rate: fast burns are critical, slow burns warnings, and an incident resolves when no pair burns",
+            );
+        }
+    }
 }
 
 /// `range: [low, high]` of an out_of_range_rate objective.

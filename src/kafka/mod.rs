@@ -131,6 +131,7 @@ pub struct Formats {
     pub labels: Format,
     pub acks: Format,
     pub breaches: Format,
+    pub escalations: Format,
     pub metrics: Format,
 }
 
@@ -146,10 +147,11 @@ impl Formats {
             "labels" => &mut self.labels,
             "acks" => &mut self.acks,
             "breaches" => &mut self.breaches,
+            "escalations" => &mut self.escalations,
             "metrics" => &mut self.metrics,
             other => {
                 return Err(format!(
-                    "`{other}`: roles are inferences, labels, acks, breaches, metrics"
+                    "`{other}`: roles are inferences, labels, acks, breaches, escalations, metrics"
                 ))
             }
         };

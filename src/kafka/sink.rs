@@ -125,9 +125,10 @@ impl Sink {
                 )
             }
             Output::Escalation(e) => {
-                // JSON: a pager bridge forwards the `pagerduty` object unchanged.
+                let json =
+                    serde_json::to_value(e).map_err(|e| KafkaShellError::Invalid(e.to_string()))?;
                 let value =
-                    serde_json::to_vec(e).map_err(|e| KafkaShellError::Invalid(e.to_string()))?;
+                    self.encode(&json, self.formats.escalations, &self.codecs.escalation)?;
                 self.counts.escalations += 1;
                 self.enqueue(
                     &self.escalations.clone(),

@@ -10,6 +10,8 @@ use slaguard::engine::Engine;
 use slaguard::replay::{replay_files, ReplayCounts, ReplayInputs};
 use slaguard::scenario::{self, ScenarioSpec};
 
+pub mod stream;
+
 /// The golden scenario of tests/fixtures/golden: 3 hours, 2 inferences/s per model, seed 7.
 pub fn golden_spec() -> ScenarioSpec {
     ScenarioSpec {
