@@ -22,6 +22,7 @@ use crate::config::{EscalationPolicy, ModelSla, SlaConfig};
 use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
 use crate::escalation::Escalation;
 use crate::event::{Ack, AckAction, AckTarget, Event, FeatureValue, Inference, Label, Status};
+use crate::incident_log::IncidentLog;
 use crate::join::{JoinState, Joined, Match, Unlabeled};
 use crate::metric::{Family, Task, ALL_FEATURES, SCORE};
 use crate::output::{
@@ -120,6 +121,8 @@ struct ObjectiveState {
     series: usize,
     /// For `alerting: burn_rate`: the series of each pair's long and short span.
     burn: Vec<(usize, usize)>,
+    /// Recent incidents, for the incident figures of the snapshots.
+    log: IncidentLog,
     trackers: BTreeMap<SegmentKey, BreachTracker>,
 }
 
@@ -180,6 +183,7 @@ impl ModelState {
                 series: main,
                 burn,
                 trackers: BTreeMap::new(),
+                log: IncidentLog::default(),
             });
         }
         ModelState {
@@ -865,6 +869,10 @@ impl Engine {
                     keys.extend(series.keys_with_data().cloned());
                 }
                 keys.extend(os.trackers.keys().cloned());
+                // First every segment is assessed and its tracker stepped, so that the
+                // incident figures of this instant (the whole model's cover every segment)
+                // include what opens and resolves now; then the outputs follow.
+                let mut assessed = Vec::with_capacity(keys.len());
                 for key in keys {
                     let mut m = series.measure(&key, objective.metric);
                     // A count or rate over a window the stream has not covered yet is unknown.
@@ -897,10 +905,26 @@ impl Engine {
                         None => (assess(objective, m), None),
                     };
                     let segment = ms.segment(series, &key);
-                    let tracker = ms.objectives[oi].trackers.entry(key.clone()).or_default();
+                    let os = &mut ms.objectives[oi];
+                    let tracker = os.trackers.entry(key.clone()).or_default();
                     let transition = tracker.step(objective, state, m, at, || {
                         incident_id(&model.model_id, &objective.name, &segment, at)
                     });
+                    match &transition {
+                        Some(Transition::Opened(i)) => os.log.opened(&key, &i.id, at),
+                        Some(Transition::Resolved(i)) => os.log.resolved(&i.id, at, at),
+                        _ => {}
+                    }
+                    assessed.push((key, segment, m, state, fired, transition));
+                }
+                let log = &ms.objectives[oi].log;
+                let figures: Vec<_> = assessed
+                    .iter()
+                    .map(|a| log.figures(&a.0, at, objective.window))
+                    .collect();
+                for ((key, segment, m, state, fired, transition), figures) in
+                    assessed.into_iter().zip(figures)
+                {
                     let snapshot = Output::Metric(MetricSnapshot {
                         model_id: model.model_id.clone(),
                         segment: segment.clone(),
@@ -912,6 +936,10 @@ impl Engine {
                         value: m.value,
                         samples: m.samples,
                         state,
+                        incidents_open: figures.open,
+                        incidents_opened: figures.opened,
+                        mtta_seconds: figures.mtta_seconds,
+                        mttr_seconds: figures.mttr_seconds,
                         sla_version: config.sla_version.clone(),
                     });
                     if !quiet {
@@ -1009,7 +1037,9 @@ impl Engine {
                             .extend(escalations.into_iter().map(Output::Escalation));
                     }
                 }
-                ms.objectives[oi].trackers.retain(|_, t| !t.is_idle());
+                let os = &mut ms.objectives[oi];
+                os.trackers.retain(|_, t| !t.is_idle());
+                os.log.prune(at, objective.window);
             }
             for s in &mut ms.series {
                 s.drop_idle();
@@ -1179,6 +1209,13 @@ impl Engine {
             }
             (BreachKind::Acknowledged, i.clone())
         };
+        // An ack counts from the first instant after it, whenever it was read.
+        let counted_at = (a.time.div_euclid(self.every) + 1) * self.every;
+        let log = &mut ms.objectives[oi].log;
+        match kind {
+            BreachKind::Resolved => log.resolved(&incident.id, a.time, counted_at),
+            _ => log.acknowledged(&incident.id, a.time, counted_at),
+        }
         let series = &ms.series[ms.objectives[oi].series];
         let segment = ms.segment(series, &key);
         let segment_copy = segment.clone();

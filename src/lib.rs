@@ -14,11 +14,14 @@
 //! - [`window`]: sliding windows as running merges of interval summaries.
 //! - [`series`]: per-model windows by family, window and segment.
 //! - [`breach`]: the incident state machine and incident ids; [`burn_rate`]: multi-window
-//!   burn-rate alerting; [`escalation`]: policies.
+//!   burn-rate alerting; [`escalation`]: policies; [`incident_log`]: recent incidents for
+//!   MTTA, MTTR and incident counts.
 //! - [`output`]: metric snapshots and breach events.
 //! - [`profile`]: reference profiles, the drift baselines; [`drift`]: PSI, KS, JS distance.
 //! - [`engine`]: the deterministic core tying these together: events in, outputs out.
 //! - [`replay`]: the file replay shell; [`kafka`]: the Kafka shell (`run`, topic replay).
+//! - [`report`]: the SLA report of a replayed period (attainment, error budget, incidents,
+//!   credits), as JSON and as Markdown for readers outside engineering.
 //! - [`demo`]: the embedded demo on librdkafka's mock cluster.
 //! - [`scenario`]: a synthetic, scripted scenario generator for tests, demos and benchmarks.
 //! - [`check`]: the human summary printed by `slaguard check`.
@@ -35,12 +38,14 @@ pub mod drift;
 pub mod engine;
 pub mod escalation;
 pub mod event;
+pub mod incident_log;
 pub mod join;
 pub mod kafka;
 pub mod metric;
 pub mod output;
 pub mod profile;
 pub mod replay;
+pub mod report;
 pub mod scenario;
 pub mod series;
 pub mod summary;

@@ -16,6 +16,7 @@ use slaguard::kafka::processor::{self, RunOptions};
 use slaguard::kafka::topic_replay::{replay_topics, ReplayTarget, TopicReplayOptions};
 use slaguard::kafka::{self, KafkaSettings};
 use slaguard::replay::{replay_files, ReplayCounts, ReplayInputs};
+use slaguard::report::{BreachLine, EscalationLine, Period, ReplayOutputs, Report, SnapshotLine};
 use slaguard::scenario::{self, ScenarioSpec};
 use slaguard::time::{format_rfc3339, parse_duration, parse_instant};
 
@@ -126,6 +127,29 @@ enum Command {
         from: Option<String>,
         /// End of the event-time range (exclusive), topics only.
         #[arg(long, requires = "brokers")]
+        to: Option<String>,
+    },
+    /// The SLA report of a period: attainment, error budget, incidents with their
+    /// timelines, MTTA/MTTR and service credits, as report.json and report.md in --out
+    /// (the replay's outputs go to --out/replay). Replays files or topics, as `replay` does.
+    Report {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, conflicts_with = "brokers", requires = "labels")]
+        inferences: Option<PathBuf>,
+        #[arg(long, conflicts_with = "brokers")]
+        labels: Option<PathBuf>,
+        #[arg(long, conflicts_with = "brokers")]
+        acks: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        kafka: Option<KafkaArgs>,
+        /// Start of the period (RFC 3339 or epoch ms); a topic replay reads from there.
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the period (exclusive).
+        #[arg(long)]
         to: Option<String>,
     },
     /// Build a reference profile (drift baseline) from inference events in a JSONL file.
@@ -242,14 +266,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match (kafka, inferences, labels, out) {
                 (Some(kafka), _, _, out) => {
                     let settings = kafka.settings()?;
-                    let instant = |t: Option<String>, flag: &str| -> anyhow::Result<Option<i64>> {
-                        t.map(|t| {
-                            parse_instant(&t).with_context(|| {
-                                format!("--{flag} `{t}` is not RFC 3339 or epoch milliseconds")
-                            })
-                        })
-                        .transpose()
-                    };
                     let target = match (out, &kafka.output_prefix) {
                         (Some(dir), _) => ReplayTarget::Dir(dir),
                         (None, Some(prefix)) => ReplayTarget::Topics(prefix.clone()),
@@ -276,6 +292,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "replay needs either --brokers, or --inferences, --labels and --out"
                 ),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            config,
+            inferences,
+            labels,
+            acks,
+            out,
+            kafka,
+            from,
+            to,
+        } => {
+            let cfg = Arc::new(config::load(&config)?);
+            let period = Period {
+                from: instant(from, "from")?,
+                to: instant(to, "to")?,
+            };
+            let source = match (kafka, inferences, labels) {
+                (Some(kafka), _, _) => ReportSource::Topics(kafka.settings()?),
+                (None, Some(inferences), Some(labels)) => ReportSource::Files(ReplayInputs {
+                    inferences,
+                    labels,
+                    acks,
+                }),
+                _ => anyhow::bail!("report needs either --brokers, or --inferences and --labels"),
+            };
+            report(cfg, &source, period, &out)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate {
@@ -414,6 +457,100 @@ fn replay(
     // A closed stdout (a pipe into `head`) is not an error of the replay.
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(())
+}
+
+/// `--from` / `--to`: RFC 3339 or epoch milliseconds.
+fn instant(t: Option<String>, flag: &str) -> anyhow::Result<Option<i64>> {
+    t.map(|t| {
+        parse_instant(&t)
+            .with_context(|| format!("--{flag} `{t}` is not RFC 3339 or epoch milliseconds"))
+    })
+    .transpose()
+}
+
+enum ReportSource {
+    Files(ReplayInputs),
+    Topics(KafkaSettings),
+}
+
+/// Replays the source twice — with the SLA, then with its ledger form — and writes the
+/// report of `period` from their outputs.
+fn report(
+    cfg: Arc<config::SlaConfig>,
+    source: &ReportSource,
+    period: Period,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let replay_dir = out.join("replay");
+    let ledger_dir = out.join(".ledger");
+    let ledger = Arc::new(slaguard::report::ledger_config(&cfg));
+    match source {
+        ReportSource::Files(inputs) => {
+            replay(Arc::clone(&cfg), inputs, &replay_dir)?;
+            replay_files(ledger, inputs, &ledger_dir, u64::MAX, |_| {})?;
+        }
+        ReportSource::Topics(settings) => {
+            let options = |dir: &std::path::Path| TopicReplayOptions {
+                from: period.from,
+                to: period.to,
+                target: ReplayTarget::Dir(dir.to_path_buf()),
+            };
+            replay_from_topics(Arc::clone(&cfg), settings, options(&replay_dir))?;
+            replay_topics(ledger, settings, options(&ledger_dir), |_| {})?;
+        }
+    }
+    let snapshots: Vec<SnapshotLine> = read_jsonl(&replay_dir.join("metrics.jsonl"))?;
+    let ledger_snapshots: Vec<SnapshotLine> = read_jsonl(&ledger_dir.join("metrics.jsonl"))?;
+    let breaches: Vec<BreachLine> = read_jsonl(&replay_dir.join("breaches.jsonl"))?;
+    let escalations: Vec<EscalationLine> = read_jsonl(&replay_dir.join("escalations.jsonl"))?;
+    let report = Report::build(
+        &cfg,
+        period,
+        &ReplayOutputs {
+            snapshots: &snapshots,
+            ledger: &ledger_snapshots,
+            breaches: &breaches,
+            escalations: &escalations,
+        },
+    )?;
+    std::fs::remove_dir_all(&ledger_dir)
+        .with_context(|| format!("cannot remove {}", ledger_dir.display()))?;
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(out.join("report.json"), json + "\n")
+        .with_context(|| format!("cannot write {}", out.join("report.json").display()))?;
+    std::fs::write(
+        out.join("report.md"),
+        slaguard::report::markdown::render(&report, &cfg),
+    )
+    .with_context(|| format!("cannot write {}", out.join("report.md").display()))?;
+    let held = report
+        .objectives
+        .iter()
+        .filter(|o| o.met == Some(true))
+        .count();
+    println!(
+        "report written to {}: {held} of {} objectives held, {} incidents, {} credits owed",
+        out.join("report.md").display(),
+        report.objectives.len(),
+        report.incidents.len(),
+        report.credits.len()
+    );
+    Ok(())
+}
+
+/// Reads one JSON value per line.
+fn read_jsonl<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<Vec<T>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| {
+                format!("{}:{}: not a slaguard output line", path.display(), i + 1)
+            })
+        })
+        .collect()
 }
 
 fn generate(spec: &ScenarioSpec, out: &std::path::Path) -> anyhow::Result<()> {

@@ -76,6 +76,15 @@ pub struct MetricSnapshot {
     pub value: Option<f64>,
     pub samples: u64,
     pub state: State,
+    /// Incidents of this objective (of this segment; of every segment for the whole
+    /// model) open at `event_time`.
+    pub incidents_open: u64,
+    /// Incidents opened within the window.
+    pub incidents_opened: u64,
+    /// Mean time to acknowledge, over the acknowledgements within the window.
+    pub mtta_seconds: Option<f64>,
+    /// Mean time to resolve, over the resolutions within the window.
+    pub mttr_seconds: Option<f64>,
     pub sla_version: String,
 }
 

@@ -106,6 +106,9 @@ escalation_policies:
       - {after: 0m, notify: ["team:risk-ml-oncall"]}
       - {after: 15m, notify: ["team:ml-platform"]}
       - {after: 45m, notify: ["role:head-of-ml"]}
+service_credits:
+  auc: [{below: 0.99, credit: 5}, {below: 0.9, credit: 10}]
+  errors: [{below: 0.95, credit: 10}, {below: 0.9, credit: 25}]
 "#;
 
 /// The scenario's SLA file for `spec`.

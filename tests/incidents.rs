@@ -297,13 +297,30 @@ fn an_acknowledgement_stops_escalation_until_its_timeout() {
         .map(|b| (b.kind, minute(&b.event_time)))
         .collect();
     assert_eq!(
-        kinds[..3],
+        kinds,
         [
             (BreachKind::Opened, 1),
             (BreachKind::Acknowledged, 10),
             (BreachKind::Resolved, 74),
         ]
     );
+    // The snapshots carry the incident figures over their window (1m here): the ack at
+    // minute 10 (9 minutes after the opening) is in the window of the instant 11, the
+    // resolution (73m30s after the opening) in that of the instant 75.
+    let at = |m: i64| {
+        out.metrics
+            .iter()
+            .find(|s| minute(&s.event_time) == m)
+            .expect("snapshot")
+    };
+    assert_eq!((at(1).incidents_open, at(1).incidents_opened), (1, 1));
+    assert_eq!((at(2).incidents_open, at(2).incidents_opened), (1, 0));
+    assert_eq!(at(10).mtta_seconds, None);
+    assert_eq!(at(11).mtta_seconds, Some(540.0));
+    assert_eq!(at(74).incidents_open, 1);
+    assert_eq!(at(75).incidents_open, 0);
+    assert_eq!(at(75).mttr_seconds, Some(4410.0));
+    assert_eq!(at(76).mttr_seconds, None);
 }
 
 #[test]

@@ -44,13 +44,12 @@ fn run_on_four_partitions_matches_the_file_replay() {
     let brokers = real_broker();
     let GoldenOnTopics {
         dir,
-        inputs,
+        inputs: _,
         replayed,
         expected,
         expected_breaches,
         settings: s,
-    } = golden_on_topics(&brokers, "equiv", 4, true);
-    produce_file(&brokers, &s.acks_topic, &inputs.acks.clone().expect("acks"));
+    } = golden_on_topics(&brokers, "equiv", 4, Produce::EventsAndAcks);
 
     let cfg = common::load_config(&dir.path().join("sla.yaml"));
     let options = RunOptions {
@@ -190,7 +189,7 @@ fn kill_9_mid_stream_then_restart_loses_no_incident() {
         expected_breaches,
         settings: s,
         ..
-    } = golden_on_topics(&brokers, "kill9", 4, true);
+    } = golden_on_topics(&brokers, "kill9", 4, Produce::Events);
 
     let config = dir.path().join("sla.yaml");
     let state = dir.path().join("state");
@@ -280,7 +279,7 @@ fn replay_by_timestamp_window() {
         inputs,
         settings: s,
         ..
-    } = golden_on_topics(&brokers, "window", 4, true);
+    } = golden_on_topics(&brokers, "window", 4, Produce::EventsAndAcks);
 
     // The reference: a file replay of exactly the events in [from, to).
     let (from, to) = ("2026-11-01T01:00:00Z", "2026-11-01T02:00:00Z");
@@ -290,9 +289,11 @@ fn replay_by_timestamp_window() {
     );
     let window_dir = dir.path().join("window");
     std::fs::create_dir_all(&window_dir).expect("mkdir");
+    let acks = inputs.acks.clone().expect("acks");
     for (name, path) in [
         ("inferences.jsonl", &inputs.inferences),
         ("labels.jsonl", &inputs.labels),
+        ("acks.jsonl", &acks),
     ] {
         let text = std::fs::read_to_string(path).expect("read");
         let kept: Vec<&str> = text

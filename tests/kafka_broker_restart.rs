@@ -20,7 +20,7 @@ fn broker_stop_and_start_is_survived() {
         expected,
         settings: s,
         ..
-    } = golden_on_topics(&brokers, "restart", 4, false);
+    } = golden_on_topics(&brokers, "restart", 4, Produce::Nothing);
     // Half the stream now, half after the broker came back.
     let lines: Vec<String> = read_lines(&inputs.inferences);
     let labels: Vec<String> = read_lines(&inputs.labels);

@@ -57,7 +57,7 @@ fn an_instance_joins_and_leaves_without_loss() {
         expected_breaches,
         settings: s,
         ..
-    } = golden_on_topics(&brokers, "rebalance", 4, false);
+    } = golden_on_topics(&brokers, "rebalance", 4, Produce::Nothing);
     let inferences: Vec<String> = read_lines(&inputs.inferences);
     let labels: Vec<String> = read_lines(&inputs.labels);
     let start = slaguard::scenario::ScenarioSpec::default().start;

@@ -42,10 +42,18 @@ pub fn load_config(path: &Path) -> Arc<config::SlaConfig> {
 
 /// Replays the scenario in `dir` into `dir/<out>`.
 pub fn replay(dir: &Path, out: &str) -> (Engine, ReplayCounts, PathBuf) {
+    replay_inputs(dir, &inputs(dir), out)
+}
+
+/// Replays `inputs` with the SLA of `dir` into `dir/<out>`.
+pub fn replay_inputs(
+    dir: &Path,
+    inputs: &ReplayInputs,
+    out: &str,
+) -> (Engine, ReplayCounts, PathBuf) {
     let cfg = load_config(&dir.join("sla.yaml"));
     let out_dir = dir.join(out);
-    let (engine, counts) =
-        replay_files(cfg, &inputs(dir), &out_dir, u64::MAX, |_| {}).expect("replay");
+    let (engine, counts) = replay_files(cfg, inputs, &out_dir, u64::MAX, |_| {}).expect("replay");
     (engine, counts, out_dir)
 }
 

@@ -32,6 +32,11 @@ pub struct Outputs {
 /// Feeds `inputs` (in time order) to an engine for `yaml` and ends the stream.
 pub fn run(yaml: &str, inputs: impl IntoIterator<Item = Input>) -> Outputs {
     let cfg = Arc::new(config::parse(yaml, "t.yaml", None).expect("valid SLA"));
+    run_config(cfg, inputs)
+}
+
+/// [`run`] with a configuration already loaded.
+pub fn run_config(cfg: Arc<config::SlaConfig>, inputs: impl IntoIterator<Item = Input>) -> Outputs {
     let mut e = Engine::new(cfg);
     let source = e.add_source();
     let mut out = Outputs::default();
