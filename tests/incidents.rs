@@ -247,6 +247,7 @@ fn outage(minutes: i64, acks: Vec<(i64, &str)>) -> Vec<Input> {
 }
 
 fn triggers(out: &Outputs) -> Vec<(i64, usize, &str)> {
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
     out.escalations
         .iter()
         .map(|x| (minute(&x.event_time), x.level, x.pagerduty.event_action))

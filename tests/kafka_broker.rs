@@ -356,4 +356,49 @@ fn replay_by_timestamp_window() {
         assert!(!b.is_empty());
         assert!(a == b, "{name}: the topic replay over [{from}, {to}) differs from the file replay of those events");
     }
+
+    // The SLA report of the same period from the topics equals the one from the files.
+    let report = |source: &[&str], out: &std::path::Path| -> String {
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
+            .args(["report", "--config"])
+            .arg(dir.path().join("sla.yaml"))
+            .args(source)
+            .args(["--from", from, "--to", to, "--out"])
+            .arg(out)
+            .output()
+            .expect("run report");
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        std::fs::read_to_string(out.join("report.json")).expect("report.json")
+    };
+    let file = |name: &str| window_dir.join(name).to_str().expect("utf-8").to_string();
+    let from_files = report(
+        &[
+            "--inferences",
+            &file("inferences.jsonl"),
+            "--labels",
+            &file("labels.jsonl"),
+            "--acks",
+            &file("acks.jsonl"),
+        ],
+        &dir.path().join("report-files"),
+    );
+    let from_topics = report(
+        &[
+            "--brokers",
+            &brokers,
+            "--inferences-topic",
+            &s.inferences_topic,
+            "--labels-topic",
+            &s.labels_topic,
+            "--acks-topic",
+            &s.acks_topic,
+        ],
+        &dir.path().join("report-topics"),
+    );
+    assert!(from_files.contains("\"incidents\""));
+    assert_eq!(from_topics, from_files, "report over topics vs files");
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use slaguard::config;
+use slaguard::dead_letter::{DeadLetter, InputKind, Origin, Position};
 use slaguard::decode;
 use slaguard::engine::Engine;
 use slaguard::output::{BreachEvent, EscalationEvent, MetricSnapshot, Output};
@@ -25,6 +26,7 @@ pub struct Outputs {
     pub metrics: Vec<MetricSnapshot>,
     pub breaches: Vec<BreachEvent>,
     pub escalations: Vec<EscalationEvent>,
+    pub dead_letters: Vec<DeadLetter>,
     /// Every output serialised, in emission order (for determinism checks).
     pub lines: Vec<String>,
 }
@@ -53,9 +55,18 @@ pub fn run_config(cfg: Arc<config::SlaConfig>, inputs: impl IntoIterator<Item = 
                 )
                 .expect("accepted");
             }
-            Input::Ack(line) => e
-                .handle_ack(decode::ack(line.as_bytes()).expect("ack"))
-                .expect("ack accepted"),
+            Input::Ack(line) => {
+                let mut ack = decode::ack(line.as_bytes()).expect("ack");
+                ack.origin = Some(Origin {
+                    input: InputKind::Acks,
+                    position: Position::Line {
+                        file: "acks".into(),
+                        line: i as u64 + 1,
+                    },
+                    raw: line.into_bytes(),
+                });
+                e.handle_ack(ack).expect("ack accepted");
+            }
         }
         collect(&mut e, &mut out);
     }
@@ -80,7 +91,7 @@ fn collect(e: &mut Engine, out: &mut Outputs) {
                 out.lines.push(serde_json::to_string(&x).expect("json"));
                 out.escalations.push(x);
             }
-            Output::DeadLetter(d) => panic!("unexpected dead letter {d:?}"),
+            Output::DeadLetter(d) => out.dead_letters.push(d),
         }
     }
 }
