@@ -235,6 +235,14 @@ fn the_cli_exits_non_zero_on_problems_and_summarises_a_valid_file() {
     );
     assert!(text.lines().count() <= 24, "fits one screen:\n{text}");
 
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sla.yaml");
+    let out = slaguard(&["check", "--config", example]);
+    assert!(
+        out.status.success(),
+        "the example SLA is valid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let out = slaguard(&[
         "check",
         "--config",
