@@ -154,14 +154,7 @@ fn slaguard_run(
             "--group",
             group,
         ])
-        .args([
-            "--inferences-topic",
-            &s.inferences_topic,
-            "--labels-topic",
-            &s.labels_topic,
-            "--acks-topic",
-            &s.acks_topic,
-        ])
+        .args(topic_args(s))
         .args([
             "--output-prefix",
             &s.output_prefix,
@@ -325,14 +318,7 @@ fn replay_by_timestamp_window() {
             "--brokers",
             &brokers,
         ])
-        .args([
-            "--inferences-topic",
-            &s.inferences_topic,
-            "--labels-topic",
-            &s.labels_topic,
-            "--acks-topic",
-            &s.acks_topic,
-        ])
+        .args(topic_args(&s))
         .args([
             "--from",
             from,
@@ -386,19 +372,10 @@ fn replay_by_timestamp_window() {
         ],
         &dir.path().join("report-files"),
     );
-    let from_topics = report(
-        &[
-            "--brokers",
-            &brokers,
-            "--inferences-topic",
-            &s.inferences_topic,
-            "--labels-topic",
-            &s.labels_topic,
-            "--acks-topic",
-            &s.acks_topic,
-        ],
-        &dir.path().join("report-topics"),
-    );
+    let mut topics = vec!["--brokers".to_string(), brokers.clone()];
+    topics.extend(topic_args(&s));
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let from_topics = report(&topics, &dir.path().join("report-topics"));
     assert!(from_files.contains("\"incidents\""));
     assert_eq!(from_topics, from_files, "report over topics vs files");
 }

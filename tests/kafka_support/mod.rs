@@ -61,6 +61,18 @@ pub fn settings(brokers: &str, prefix: &str) -> KafkaSettings {
     s
 }
 
+/// The command-line flags naming the input topics of `s`.
+pub fn topic_args(s: &KafkaSettings) -> Vec<String> {
+    [
+        ("--inferences-topic", &s.inferences_topic),
+        ("--labels-topic", &s.labels_topic),
+        ("--acks-topic", &s.acks_topic),
+    ]
+    .into_iter()
+    .flat_map(|(flag, topic)| [flag.to_string(), topic.clone()])
+    .collect()
+}
+
 pub fn create_topics(brokers: &str, topics: &[(String, i32)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
