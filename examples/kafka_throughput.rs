@@ -95,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         commit_interval: Duration::from_millis(200),
         shutdown_timeout: Duration::from_secs(30),
         instance_id: None,
+        exactly_once: false,
     };
     let started = Instant::now();
     let run = tokio::spawn(processor::run(

@@ -267,6 +267,7 @@ pub async fn demo(
         commit_interval: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(5),
         instance_id: None,
+        exactly_once: false,
     };
     let processor = tokio::spawn(processor::run(
         Arc::clone(&config),

@@ -270,6 +270,8 @@ struct State {
     /// Outputs for instants (and acks) at or before this time are not emitted: they were
     /// emitted before, by this engine's predecessor, and are being rebuilt.
     quiet_until: Option<Millis>,
+    /// See [`Engine::emitted_through`].
+    emitted_through: Option<Millis>,
     /// Open incident id → (model, objective, segment).
     open: BTreeMap<String, (usize, usize, SegmentKey)>,
     /// Escalation deadlines: (due, incident id).
@@ -321,6 +323,7 @@ impl Engine {
             next_instant: None,
             first_time: None,
             quiet_until: None,
+            emitted_through: None,
             open: BTreeMap::new(),
             escalations: BTreeSet::new(),
             stats: EngineStats::default(),
@@ -380,16 +383,19 @@ impl Engine {
         self.state.watermark.current()
     }
 
-    /// The last instant evaluated, if any.
-    pub fn last_instant(&self) -> Option<Millis> {
-        self.state
-            .next_instant
-            .map(|n| (n - 1) * self.every)
-            .filter(|_| self.state.stats.instants > 0)
+    /// The event time up to which every output has been produced: the latest instant,
+    /// ack or escalation deadline processed (they are processed in time order).
+    pub fn emitted_through(&self) -> Option<Millis> {
+        self.state.emitted_through
     }
 
-    /// Rebuilds state without output up to `time`: instants and acks at or before it are
-    /// processed but emit nothing (a predecessor already emitted them).
+    fn processed(&mut self, time: Millis) {
+        self.state.emitted_through = Some(self.state.emitted_through.map_or(time, |t| t.max(time)));
+    }
+
+    /// Rebuilds state without output up to `time`: instants, acks and escalations at or
+    /// before it are processed but emit nothing (a predecessor already emitted them, up to
+    /// its [`Engine::emitted_through`]).
     pub fn quiet_until(&mut self, time: Millis) {
         self.state.quiet_until = Some(time);
     }
@@ -820,11 +826,13 @@ impl Engine {
                     (Some(a), e) if e.is_none_or(|e| a <= e) => {
                         if let Some((_, entry)) = self.state.acks.pop_first() {
                             self.apply_ack(entry);
+                            self.processed(a);
                         }
                     }
                     (_, Some(_)) => {
                         if let Some((t, id)) = self.state.escalations.pop_first() {
                             self.escalate(t, &id);
+                            self.processed(t);
                         }
                     }
                     _ => break,
@@ -833,6 +841,7 @@ impl Engine {
             match (due, self.state.next_instant) {
                 (Some(_), Some(n)) => {
                     self.evaluate(n);
+                    self.processed(n * self.every);
                     self.state.next_instant = Some(n + 1);
                 }
                 _ => break,

@@ -105,6 +105,11 @@ enum Command {
         /// so that a restart takes its partitions back without a rebalance.
         #[arg(long)]
         instance_id: Option<String>,
+        /// Kafka transactions: each checkpoint commits its outputs with the input offsets,
+        /// so read_committed readers see every output exactly once, even across crashes
+        /// (outputs become visible at each commit, every --commit-interval).
+        #[arg(long)]
+        exactly_once: bool,
     },
     /// Backtest an SLA: on exported JSONL files (each in event-time order) with --inferences,
     /// --labels and --out, or on the topics of a cluster with --brokers.
@@ -229,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             state_dir,
             commit_interval,
             instance_id,
+            exactly_once,
         } => {
             let cfg = Arc::new(config::load(&config)?);
             let settings = kafka.settings()?;
@@ -239,6 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 commit_interval: Duration::from_millis(commit_interval.max(100) as u64),
                 shutdown_timeout: Duration::from_secs(10),
                 instance_id,
+                exactly_once,
             };
             let runtime = tokio::runtime::Runtime::new()?;
             let summary = runtime.block_on(async {

@@ -21,24 +21,6 @@ fn snapshot_key(v: &Value) -> (String, String, String, String) {
     )
 }
 
-/// Waits until `topic` holds at least `min` messages and stops growing.
-fn wait_settled(brokers: &str, topic: &str, min: usize, deadline: Duration) -> usize {
-    let start = Instant::now();
-    let mut last = 0;
-    loop {
-        let n = read_topic(brokers, topic).len();
-        if n >= min && n == last {
-            return n;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "{topic}: {n} messages after {deadline:?}, expected at least {min}"
-        );
-        last = n;
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
 #[test]
 fn run_on_four_partitions_matches_the_file_replay() {
     let brokers = real_broker();
@@ -58,6 +40,7 @@ fn run_on_four_partitions_matches_the_file_replay() {
         commit_interval: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(10),
         instance_id: None,
+        exactly_once: false,
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let token = CancellationToken::new();
@@ -143,6 +126,7 @@ fn slaguard_run(
     s: &slaguard::kafka::KafkaSettings,
     group: &str,
     state: &std::path::Path,
+    exactly_once: bool,
 ) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
         .args([
@@ -167,6 +151,7 @@ fn slaguard_run(
             "--instance-id",
             group,
         ])
+        .args(exactly_once.then_some("--exactly-once"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -176,23 +161,17 @@ fn slaguard_run(
 #[test]
 fn kill_9_mid_stream_then_restart_loses_no_incident() {
     let brokers = real_broker();
-    let GoldenOnTopics {
-        dir,
-        expected,
-        expected_breaches,
-        settings: s,
-        ..
-    } = golden_on_topics(&brokers, "kill9", 4, Produce::Events);
-
-    let config = dir.path().join("sla.yaml");
-    let state = dir.path().join("state");
+    let golden = golden_on_topics(&brokers, "kill9", 4, Produce::Events);
+    let s = &golden.settings;
+    let config = golden.dir.path().join("sla.yaml");
+    let state = golden.dir.path().join("state");
     let metrics_topic = s.output_topic("metrics");
     // A group (and static member) of its own: the broker outlives test runs.
     let group = s.output_prefix.trim_end_matches('.').to_string();
-    let mut first = slaguard_run(&config, &s, &group, &state);
+    let mut first = slaguard_run(&config, s, &group, &state, false);
     let start = Instant::now();
     // Kill once a good part of the stream (and at least one checkpoint) is behind it.
-    while read_topic(&brokers, &metrics_topic).len() < expected.len() / 3
+    while read_topic(&brokers, &metrics_topic).len() < golden.expected.len() / 3
         || !slaguard::kafka::checkpoint::CheckpointStore::new(&state, &group)
             .path()
             .exists()
@@ -207,25 +186,80 @@ fn kill_9_mid_stream_then_restart_loses_no_incident() {
     first.wait().expect("reaped");
     let before = read_topic(&brokers, &metrics_topic).len();
     assert!(
-        before < expected.len(),
+        before < golden.expected.len(),
         "killed mid-stream ({before} of {})",
-        expected.len()
+        golden.expected.len()
     );
+    let mut second = slaguard_run(&config, s, &group, &state, false);
+    let duplicates = nothing_lost(&brokers, &golden, false);
+    second.kill().expect("stop");
+    second.wait().expect("reaped");
+    eprintln!("at-least-once: killed after {before} snapshots, {duplicates} re-emitted");
+}
 
-    let mut second = slaguard_run(&config, &s, &group, &state);
+#[test]
+fn exactly_once_kill_9_then_restart_loses_and_repeats_nothing() {
+    let brokers = real_broker();
+    let golden = golden_on_topics(&brokers, "eos", 4, Produce::Nothing);
+    let s = &golden.settings;
+    let inferences = read_lines(&golden.inputs.inferences);
+    let labels = read_lines(&golden.inputs.labels);
+    let at = |minutes: i64| slaguard::scenario::ScenarioSpec::default().start + minutes * 60_000;
+    let produce_stage = |from: i64, to: i64| {
+        produce_lines(&brokers, &s.inferences_topic, stage(&inferences, from, to));
+        produce_lines(&brokers, &s.labels_topic, stage(&labels, from, to));
+    };
+    let config = golden.dir.path().join("sla.yaml");
+    let state = golden.dir.path().join("state");
+    let metrics_topic = s.output_topic("metrics");
+    let group = s.output_prefix.trim_end_matches('.').to_string();
+    let mut first = slaguard_run(&config, s, &group, &state, true);
+    // The first hour is processed and committed...
+    produce_stage(i64::MIN, at(60));
+    let committed_first = wait_settled(&brokers, &metrics_topic, 400, Duration::from_secs(120));
+    // ...then the rest arrives, and the process is killed while a transaction holds outputs
+    // that were written but not committed.
+    produce_stage(at(60), i64::MAX);
+    let start = Instant::now();
+    let (written, committed) = loop {
+        let written = read_topic_uncommitted(&brokers, &metrics_topic).len();
+        let committed = read_topic(&brokers, &metrics_topic).len();
+        if written > committed {
+            break (written, committed);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "never caught an open transaction with outputs"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    first.kill().expect("kill -9");
+    first.wait().expect("reaped");
+    assert!(committed >= committed_first);
+    eprintln!("exactly-once: killed with {committed} snapshots committed and {} more written in the open transaction", written - committed);
+
+    let mut second = slaguard_run(&config, s, &group, &state, true);
+    let duplicates = nothing_lost(&brokers, &golden, true);
+    second.kill().expect("stop");
+    second.wait().expect("reaped");
+    assert_eq!(duplicates, 0, "read_committed sees no snapshot twice");
+}
+
+/// After a restart: every snapshot and incident event of the file replay up to the last
+/// instant reached is on the topics, and nothing else (with `exactly_once`, nothing twice
+/// either). Returns the number of snapshots seen twice.
+fn nothing_lost(brokers: &str, golden: &GoldenOnTopics, exactly_once: bool) -> usize {
+    let s = &golden.settings;
+    let expected = &golden.expected;
+    let metrics_topic = s.output_topic("metrics");
     let n = wait_settled(
-        &brokers,
+        brokers,
         &metrics_topic,
         expected.len() - 60,
         Duration::from_secs(120),
     );
-    second.kill().expect("stop");
-    second.wait().expect("reaped");
-
-    // Every snapshot produced (duplicates included) is one the file replay produced, and
-    // every replay snapshot up to the last instant reached is there.
     let by_key: BTreeMap<_, _> = expected.iter().map(|v| (snapshot_key(v), v)).collect();
-    let ours = read_json(&brokers, &metrics_topic);
+    let ours = read_json(brokers, &metrics_topic);
     assert_eq!(ours.len(), n);
     let mut seen = std::collections::BTreeSet::new();
     for v in &ours {
@@ -244,24 +278,32 @@ fn kill_9_mid_stream_then_restart_loses_no_incident() {
         })
         .count();
     assert_eq!(missing, 0, "snapshots lost across kill -9");
-    eprintln!(
-        "kill -9 after {before} snapshots; {} duplicates re-emitted after restart",
-        ours.len() - seen.len()
-    );
 
-    let got: std::collections::BTreeSet<String> = read_json(&brokers, &s.output_topic("breaches"))
+    let got: Vec<String> = read_json(brokers, &s.output_topic("breaches"))
         .iter()
         .map(|v| v.to_string())
         .collect();
-    for b in expected_breaches
+    let distinct: std::collections::BTreeSet<&String> = got.iter().collect();
+    let wanted: Vec<String> = golden
+        .expected_breaches
         .iter()
-        .filter(|b| b["kind"] != "acknowledged")
-    {
+        .filter(|b| b["event_time"].as_str().is_some_and(|t| t <= last.as_str()))
+        .map(|b| b.to_string())
+        .collect();
+    for b in &wanted {
         assert!(
-            got.contains(&b.to_string()),
+            distinct.contains(b),
             "incident event lost across kill -9: {b}"
         );
     }
+    if exactly_once {
+        assert_eq!(got.len(), distinct.len(), "an incident event seen twice");
+        assert!(
+            got.iter().all(|b| wanted.contains(b)),
+            "only the replay's incident events"
+        );
+    }
+    ours.len() - seen.len()
 }
 
 #[test]

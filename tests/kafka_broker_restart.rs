@@ -44,6 +44,7 @@ fn broker_stop_and_start_is_survived() {
         commit_interval: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(30),
         instance_id: None,
+        exactly_once: false,
     };
     let handle = rt.spawn(processor::run(
         Arc::clone(&cfg),

@@ -124,6 +124,7 @@ models:
         commit_interval: Duration::from_millis(500),
         shutdown_timeout: Duration::from_secs(5),
         instance_id: None,
+        exactly_once: false,
     };
     let handle = rt.spawn(processor::run(cfg, s.clone(), options, token.clone()));
     // 300 s of events and no lateness: instants 12:01..12:04, the last ones once the
@@ -265,7 +266,7 @@ fn sigterm_drains_commits_and_exits() {
             e.partition()
         );
         assert!(
-            e.metadata().starts_with("slaguard.resume=2026-"),
+            e.metadata().starts_with("slaguard:resume=2026-"),
             "resume instant in the metadata: {:?}",
             e.metadata()
         );
@@ -363,6 +364,7 @@ escalation_policies:
         commit_interval: Duration::from_millis(500),
         shutdown_timeout: Duration::from_secs(5),
         instance_id: None,
+        exactly_once: false,
     };
     let handle = rt.spawn(processor::run(cfg, s, options, token.clone()));
     let start = Instant::now();

@@ -9,43 +9,12 @@ mod common;
 mod kafka_support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kafka_support::*;
 use serde_json::Value;
 use slaguard::kafka::processor::{self, RunOptions};
 use tokio_util::sync::CancellationToken;
-
-fn stage(lines: &[String], from: i64, to: i64) -> impl Iterator<Item = &str> {
-    lines.iter().map(String::as_str).filter(move |l| {
-        serde_json::from_str::<Value>(l)
-            .ok()
-            .and_then(|v| v.get("timestamp").cloned())
-            .and_then(|t| {
-                t.as_i64()
-                    .or_else(|| t.as_str().and_then(slaguard::time::parse_rfc3339))
-            })
-            .is_some_and(|t| t >= from && t < to)
-    })
-}
-
-/// Waits until `topic` stops growing (two reads 2 s apart agree) with at least `min`.
-fn settle(brokers: &str, topic: &str, min: usize) -> usize {
-    let start = Instant::now();
-    let mut last = usize::MAX;
-    loop {
-        let n = read_topic(brokers, topic).len();
-        if n >= min && n == last {
-            return n;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{topic}: {n} messages, expected at least {min}"
-        );
-        last = n;
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
 
 #[test]
 fn an_instance_joins_and_leaves_without_loss() {
@@ -76,6 +45,7 @@ fn an_instance_joins_and_leaves_without_loss() {
             commit_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(10),
             instance_id: None,
+            exactly_once: false,
         };
         rt.spawn(processor::run(
             Arc::clone(&cfg),
@@ -90,11 +60,11 @@ fn an_instance_joins_and_leaves_without_loss() {
     let a = instance("a", &a_token);
     wait_for_group(&brokers, &group, 1);
     produce_stage(i64::MIN, at(60));
-    settle(&brokers, &metrics, 400);
+    wait_settled(&brokers, &metrics, 400, Duration::from_secs(120));
     let b = instance("b", &b_token);
     wait_for_group(&brokers, &group, 2);
     produce_stage(at(60), at(120));
-    settle(&brokers, &metrics, 800);
+    wait_settled(&brokers, &metrics, 800, Duration::from_secs(120));
     b_token.cancel();
     let b_summary = rt.block_on(b).expect("task").expect("b ran");
     assert!(
@@ -105,7 +75,12 @@ fn an_instance_joins_and_leaves_without_loss() {
     // an instance emits the instants its own partitions reach.
     wait_for_group(&brokers, &group, 1);
     produce_stage(at(120), i64::MAX);
-    settle(&brokers, &metrics, expected.len() / 2);
+    wait_settled(
+        &brokers,
+        &metrics,
+        expected.len() / 2,
+        Duration::from_secs(120),
+    );
     a_token.cancel();
     rt.block_on(a).expect("task").expect("a ran");
 

@@ -3,6 +3,11 @@
 //! committed to Kafka. A restarted instance with the same assignment resumes exactly
 //! where the checkpoint was taken; messages between the committed and the checkpointed
 //! offset are skipped, never applied twice.
+//!
+//! Each checkpoint has a sequence number, also written into the commit that follows it,
+//! and the one before it is kept: with `--exactly-once` a crash between the checkpoint and
+//! its commit (whose transaction is then aborted) restores the previous checkpoint, the
+//! one the last committed transaction matches.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -14,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::KafkaShellError;
 use crate::config::SlaConfig;
 
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// (interval, first offset seen in it) for one partition, oldest first.
 pub type Marks = Vec<(i64, i64)>;
@@ -22,6 +27,8 @@ pub type Marks = Vec<(i64, i64)>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub version: u32,
+    /// Increases by one per checkpoint of this group's state directory.
+    pub seq: u64,
     /// Fingerprint of the SLA configuration the state was built with.
     pub config: [u8; 32],
     /// Input partitions and the engine source each one feeds (acks partitions: none).
@@ -31,6 +38,44 @@ pub struct Checkpoint {
     /// Per input partition: (interval, first offset) marks for rebuild offsets.
     pub marks: Vec<(String, i32, Marks)>,
     pub engine: Vec<u8>,
+}
+
+/// What a commit says besides the offset, in its metadata: the event time up to which
+/// outputs were produced (a new owner rebuilding from the offset stays quiet up to there),
+/// the sequence number of the checkpoint it follows, and the partition's next offset to
+/// read (a rebuild does not dead-letter again what lies below it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitMark {
+    pub resume: Option<crate::time::Millis>,
+    pub seq: u64,
+    pub next: i64,
+}
+
+const MARK: &str = "slaguard:";
+
+impl CommitMark {
+    pub fn to_metadata(self) -> String {
+        let resume = self
+            .resume
+            .map_or(String::new(), crate::time::format_rfc3339);
+        format!("{MARK}resume={resume};seq={};next={}", self.seq, self.next)
+    }
+
+    /// `None` for metadata slaguard did not write.
+    pub fn parse(metadata: &str) -> Option<CommitMark> {
+        let mut mark = CommitMark::default();
+        for field in metadata.strip_prefix(MARK)?.split(';') {
+            let (key, value) = field.split_once('=')?;
+            match key {
+                "resume" if value.is_empty() => {}
+                "resume" => mark.resume = Some(crate::time::parse_rfc3339(value)?),
+                "seq" => mark.seq = value.parse().ok()?,
+                "next" => mark.next = value.parse().ok()?,
+                _ => {}
+            }
+        }
+        Some(mark)
+    }
 }
 
 /// A configuration's fingerprint: a checkpoint only restores into the same configuration.
@@ -67,8 +112,12 @@ impl CheckpointStore {
         }
     }
 
-    pub fn load(&self) -> Result<Option<Checkpoint>, KafkaShellError> {
-        let bytes = match fs::read(&self.path) {
+    fn previous(&self) -> PathBuf {
+        self.path.with_extension("checkpoint.prev")
+    }
+
+    fn read(&self, path: &Path) -> Result<Option<Checkpoint>, KafkaShellError> {
+        let bytes = match fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.error(e)),
@@ -81,6 +130,22 @@ impl CheckpointStore {
         Ok(Some(c))
     }
 
+    /// The latest checkpoint.
+    pub fn load(&self) -> Result<Option<Checkpoint>, KafkaShellError> {
+        self.read(&self.path)
+    }
+
+    /// The latest or the previous checkpoint, whichever has sequence number `seq`.
+    pub fn load_seq(&self, seq: u64) -> Result<Option<Checkpoint>, KafkaShellError> {
+        for path in [self.path.clone(), self.previous()] {
+            if let Some(c) = self.read(&path)?.filter(|c| c.seq == seq) {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes `c` as the latest checkpoint; the latest so far becomes the previous one.
     pub fn save(&self, mut c: Checkpoint) -> Result<(), KafkaShellError> {
         c.version = VERSION;
         let bytes = postcard::to_stdvec(&c).map_err(|e| self.error(e))?;
@@ -91,11 +156,70 @@ impl CheckpointStore {
         let mut f = File::create(&tmp).map_err(|e| self.error(e))?;
         f.write_all(&bytes).map_err(|e| self.error(e))?;
         f.sync_all().map_err(|e| self.error(e))?;
+        match fs::rename(&self.path, self.previous()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.error(e)),
+        }
         fs::rename(&tmp, &self.path).map_err(|e| self.error(e))?;
         Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_marks_round_trip() {
+        for mark in [
+            CommitMark {
+                resume: Some(1_793_534_400_000),
+                seq: 7,
+                next: 1234,
+            },
+            CommitMark {
+                resume: None,
+                seq: 0,
+                next: 0,
+            },
+        ] {
+            assert_eq!(CommitMark::parse(&mark.to_metadata()), Some(mark));
+        }
+        assert_eq!(CommitMark::parse(""), None);
+        assert_eq!(CommitMark::parse("someone else's"), None);
+        assert_eq!(CommitMark::parse("slaguard:seq=x"), None);
+    }
+
+    #[test]
+    fn the_previous_checkpoint_is_kept_and_found_by_sequence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CheckpointStore::new(dir.path(), "g");
+        let at = |seq| Checkpoint {
+            version: 0,
+            seq,
+            config: [0; 32],
+            partitions: Vec::new(),
+            offsets: Vec::new(),
+            marks: Vec::new(),
+            engine: vec![seq as u8],
+        };
+        store.save(at(1)).expect("save");
+        store.save(at(2)).expect("save");
+        store.save(at(3)).expect("save");
+        assert_eq!(store.load().expect("load").map(|c| c.seq), Some(3));
+        assert_eq!(
+            store.load_seq(2).expect("load").map(|c| c.engine),
+            Some(vec![2])
+        );
+        assert_eq!(store.load_seq(3).expect("load").map(|c| c.seq), Some(3));
+        assert!(
+            store.load_seq(1).expect("load").is_none(),
+            "only one is kept back"
+        );
     }
 }

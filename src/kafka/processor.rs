@@ -22,7 +22,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::checkpoint::{fingerprint, Checkpoint, CheckpointStore};
+use super::checkpoint::{fingerprint, Checkpoint, CheckpointStore, CommitMark};
 use super::sink::{Sink, SinkCounts};
 use super::{preflight, KafkaSettings, KafkaShellError};
 use crate::avro::Codecs;
@@ -45,6 +45,8 @@ pub struct RunOptions {
     /// Static group membership (`group.instance.id`): a restarted instance with the same
     /// id takes its partitions back without a rebalance, and so restores its checkpoint.
     pub instance_id: Option<String>,
+    /// Kafka transactions: outputs and offsets of each checkpoint commit together.
+    pub exactly_once: bool,
 }
 
 /// What a run did.
@@ -75,6 +77,11 @@ struct State {
     offsets: BTreeMap<PartitionKey, i64>,
     /// After a restore: messages below these offsets are already in the engine state.
     skip_below: BTreeMap<PartitionKey, i64>,
+    /// After a rebuild: messages below these offsets were read before, and dead-lettered
+    /// if they had to be.
+    dead_below: BTreeMap<PartitionKey, i64>,
+    /// Sequence number of the last checkpoint.
+    seq: u64,
     last_message: BTreeMap<PartitionKey, Instant>,
     idle: BTreeSet<PartitionKey>,
     /// Per partition: (interval, first offset seen in it), oldest first.
@@ -144,7 +151,9 @@ impl State {
                 s
             }
         };
-        if let Err(reason) = self.decode_and_apply(&key, offset, kind, source, payload, origin) {
+        let result = self.decode_and_apply(&key, offset, kind, source, payload, origin);
+        let seen = self.dead_below.get(&key).is_some_and(|d| offset < *d);
+        if let (Err(reason), false) = (result, seen) {
             self.sink.dead_letter(
                 &DeadLetter {
                     origin: origin(),
@@ -237,8 +246,10 @@ impl State {
             .map(|((t, p), o)| (t.clone(), *p, *o))
             .collect();
         let rebuild = self.rebuild_offsets();
+        let seq = self.seq + 1;
         self.store.save(Checkpoint {
             version: 0,
+            seq,
             config: self.fingerprint,
             partitions,
             offsets,
@@ -249,17 +260,30 @@ impl State {
                 .collect(),
             engine: self.engine.snapshot()?,
         })?;
-        if !rebuild.is_empty() {
-            let resume = self.engine.last_instant().map_or(String::new(), |t| {
-                format!("{RESUME}{}", crate::time::format_rfc3339(t))
-            });
-            let mut tpl = TopicPartitionList::new();
-            for (t, p, o) in &rebuild {
-                tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
-                if let Some(mut e) = tpl.find_partition(t, *p) {
-                    e.set_metadata(&resume);
-                }
+        self.seq = seq;
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, o) in &rebuild {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+            let mark = CommitMark {
+                resume: self.engine.emitted_through(),
+                seq,
+                next: self.offsets.get(&(t.clone(), *p)).copied().unwrap_or(*o),
+            };
+            if let Some(mut e) = tpl.find_partition(t, *p) {
+                e.set_metadata(mark.to_metadata());
             }
+        }
+        if self.sink.is_transactional() {
+            // Outputs and offsets commit together or not at all; a failure stops the run
+            // (a restart resumes from the last committed transaction).
+            let group = consumer.group_metadata().ok_or_else(|| {
+                KafkaShellError::Invalid("no consumer group metadata for the transaction".into())
+            })?;
+            if let Err(e) = self.sink.commit_transaction(&tpl, &group, timeout) {
+                let _ = self.sink.abort_transaction(timeout);
+                return Err(e);
+            }
+        } else if !rebuild.is_empty() {
             // The checkpoint above already covers these offsets for this instance, so a
             // commit that fails (coordinator moving, broker restarting) is retried at the
             // next checkpoint; a restart meanwhile skips what the checkpoint holds.
@@ -272,20 +296,34 @@ impl State {
         Ok(())
     }
 
-    /// Takes over `assigned` partitions: restores the checkpoint when it covers exactly
-    /// them with the same configuration, else starts a new engine.
+    /// Takes over `assigned` partitions: restores a checkpoint when one covers exactly
+    /// them with the same configuration (with `--exactly-once`, the one the last committed
+    /// transaction follows), else rebuilds from the committed offsets, quiet up to where
+    /// the previous owner's outputs reached.
     fn assign(
         &mut self,
         assigned: Vec<PartitionKey>,
-        resume: Option<Millis>,
+        committed: &BTreeMap<PartitionKey, CommitMark>,
     ) -> Result<(), KafkaShellError> {
         let now = Instant::now();
         let wanted: BTreeSet<&PartitionKey> = assigned.iter().collect();
         self.offsets.clear();
         self.skip_below.clear();
+        self.dead_below.clear();
         self.idle.clear();
         self.last_message = assigned.iter().map(|k| (k.clone(), now)).collect();
-        if let Some(c) = self.store.load()? {
+        let committed_seq = committed.values().map(|m| m.seq).max();
+        self.seq = self.seq.max(committed_seq.unwrap_or(0));
+        let checkpoint = if self.sink.is_transactional() {
+            match committed_seq {
+                Some(seq) => self.store.load_seq(seq)?,
+                // Nothing committed yet: whatever a checkpoint holds was never committed.
+                None => None,
+            }
+        } else {
+            self.store.load()?
+        };
+        if let Some(c) = checkpoint {
             let covered: BTreeSet<PartitionKey> = c
                 .partitions
                 .iter()
@@ -304,9 +342,15 @@ impl State {
                     .iter()
                     .map(|(t, p, o)| ((t.clone(), *p), *o))
                     .collect();
+                self.marks = c
+                    .marks
+                    .iter()
+                    .map(|(t, p, m)| ((t.clone(), *p), m.iter().copied().collect()))
+                    .collect();
                 self.skip_below = self.offsets.clone();
+                self.seq = self.seq.max(c.seq);
                 self.summary.restored = true;
-                tracing::info!(path = %self.store.path().display(), partitions = assigned.len(), "restored the checkpoint");
+                tracing::info!(path = %self.store.path().display(), seq = c.seq, partitions = assigned.len(), "restored the checkpoint");
                 return Ok(());
             }
             tracing::warn!(
@@ -318,11 +362,12 @@ impl State {
         }
         self.marks.clear();
         self.engine = Engine::new(Arc::clone(&self.config));
-        if let Some(t) = resume {
+        if let Some(t) = committed.values().filter_map(|m| m.resume).max() {
             // Everything up to `t` was emitted by the previous owner of these partitions.
             self.engine.quiet_until(t);
-            tracing::info!(until = %crate::time::format_rfc3339(t), "rebuilding state quietly up to the last instant already emitted");
+            tracing::info!(until = %crate::time::format_rfc3339(t), "rebuilding state quietly up to where outputs were produced");
         }
+        self.dead_below = committed.iter().map(|(k, m)| (k.clone(), m.next)).collect();
         self.sources = assigned
             .into_iter()
             .map(|k| {
@@ -334,9 +379,6 @@ impl State {
         Ok(())
     }
 }
-
-/// Commit metadata prefix naming the last instant emitted before the commit.
-const RESUME: &str = "slaguard.resume=";
 
 /// How far back in event time live state can reach: the longest label wait, the longest
 /// window, the allowed lateness and one interval. Rebuilding from this far back before the
@@ -394,24 +436,24 @@ impl ConsumerContext for GroupContext {
                 .map(|e| (e.topic().to_string(), e.partition()))
                 .collect();
             tracing::info!(partitions = assigned.len(), "partitions assigned");
-            // The latest instant any previous owner of these partitions emitted.
-            let resume = match consumer.committed_offsets((*tpl).clone(), self.timeout) {
-                Ok(c) => c
-                    .elements()
-                    .iter()
-                    .filter_map(|e| {
-                        e.metadata()
-                            .strip_prefix(RESUME)
-                            .and_then(|t| t.parse::<Millis>().ok())
-                    })
-                    .max(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the committed offsets' metadata");
-                    None
-                }
-            };
+            // What the previous owners of these partitions committed.
+            let committed: BTreeMap<PartitionKey, CommitMark> =
+                match consumer.committed_offsets((*tpl).clone(), self.timeout) {
+                    Ok(c) => c
+                        .elements()
+                        .iter()
+                        .filter_map(|e| {
+                            CommitMark::parse(e.metadata())
+                                .map(|m| ((e.topic().to_string(), e.partition()), m))
+                        })
+                        .collect(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the committed offsets' metadata");
+                        BTreeMap::new()
+                    }
+                };
             let mut s = lock(&self.state);
-            if let Err(e) = s.assign(assigned, resume) {
+            if let Err(e) = s.assign(assigned, &committed) {
                 s.failure = Some(e);
             }
         }
@@ -430,7 +472,28 @@ pub async fn run(
     let state_config = Arc::clone(&config);
     let state = Arc::new(Mutex::new(State {
         engine: Engine::new(Arc::clone(&config)),
-        sink: Sink::new(&settings, &config.sla_version)?,
+        sink: if options.exactly_once {
+            // One transactional id per instance: a restarted instance fences its
+            // predecessor and aborts its open transaction.
+            let id = format!(
+                "slaguard-{}-{}",
+                options.group,
+                options.instance_id.clone().unwrap_or_else(|| {
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos());
+                    format!("{}-{nanos}", std::process::id())
+                })
+            );
+            Sink::transactional(
+                &settings,
+                &config.sla_version,
+                &id,
+                options.shutdown_timeout,
+            )?
+        } else {
+            Sink::new(&settings, &config.sla_version)?
+        },
         codecs: Codecs::new()?,
         store: CheckpointStore::new(&options.state_dir, &options.group),
         fingerprint: fingerprint(&config),
@@ -440,6 +503,8 @@ pub async fn run(
         sources: BTreeMap::new(),
         offsets: BTreeMap::new(),
         skip_below: BTreeMap::new(),
+        dead_below: BTreeMap::new(),
+        seq: 0,
         last_message: BTreeMap::new(),
         idle: BTreeSet::new(),
         marks: BTreeMap::new(),

@@ -1,6 +1,10 @@
 //! The output producer: metric snapshots, breach events and dead letters to their topics,
 //! keyed by model_id (dead letters keep the original key), with delivery failures counted
 //! so that offsets are never committed past an output that did not reach the broker.
+//!
+//! With a transactional id (`run --exactly-once`) outputs are written in Kafka
+//! transactions: each checkpoint commits the outputs since the last one together with the
+//! consumer offsets, so `read_committed` readers see every output once across crashes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -49,6 +53,7 @@ pub struct SinkCounts {
 
 pub struct Sink {
     producer: ThreadedProducer<DeliveryTracker>,
+    transactional: bool,
     codecs: Codecs,
     breaches: String,
     escalations: String,
@@ -61,17 +66,45 @@ pub struct Sink {
 
 impl Sink {
     pub fn new(settings: &KafkaSettings, sla_version: &str) -> Result<Sink, KafkaShellError> {
-        let producer: ThreadedProducer<DeliveryTracker> = settings
-            .client_with(&[
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("linger.ms", "20"),
-                ("compression.type", "lz4"),
-                ("message.timeout.ms", "120000"),
-            ])
-            .create_with_context(DeliveryTracker::default())?;
+        Sink::create(settings, sla_version, None)
+    }
+
+    /// A sink writing in transactions under `transactional_id`; the first transaction is
+    /// open when it returns. A previous producer with the same id is fenced and its open
+    /// transaction aborted.
+    pub fn transactional(
+        settings: &KafkaSettings,
+        sla_version: &str,
+        transactional_id: &str,
+        timeout: Duration,
+    ) -> Result<Sink, KafkaShellError> {
+        let sink = Sink::create(settings, sla_version, Some(transactional_id))?;
+        sink.producer.init_transactions(timeout)?;
+        sink.producer.begin_transaction()?;
+        Ok(sink)
+    }
+
+    fn create(
+        settings: &KafkaSettings,
+        sla_version: &str,
+        transactional_id: Option<&str>,
+    ) -> Result<Sink, KafkaShellError> {
+        let mut config = settings.client_with(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "20"),
+            ("compression.type", "lz4"),
+            ("message.timeout.ms", "60000"),
+            ("transaction.timeout.ms", "60000"),
+        ]);
+        if let Some(id) = transactional_id {
+            config.set("transactional.id", id);
+        }
+        let producer: ThreadedProducer<DeliveryTracker> =
+            config.create_with_context(DeliveryTracker::default())?;
         Ok(Sink {
             producer,
+            transactional: transactional_id.is_some(),
             codecs: Codecs::new()?,
             breaches: settings.output_topic("breaches"),
             escalations: settings.output_topic("escalations"),
@@ -235,6 +268,34 @@ impl Sink {
                 Err((e, _)) => return Err(e.into()),
             }
         }
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    /// Commits the open transaction — the outputs since the last commit and `offsets` for
+    /// the consumer group `group` — and opens the next one.
+    pub fn commit_transaction(
+        &self,
+        offsets: &rdkafka::TopicPartitionList,
+        group: &rdkafka::consumer::ConsumerGroupMetadata,
+        timeout: Duration,
+    ) -> Result<(), KafkaShellError> {
+        self.flush(timeout)?;
+        if offsets.count() > 0 {
+            self.producer
+                .send_offsets_to_transaction(offsets, group, timeout)?;
+        }
+        self.producer.commit_transaction(timeout)?;
+        self.producer.begin_transaction()?;
+        Ok(())
+    }
+
+    /// Gives up the open transaction: its outputs are never visible to `read_committed`.
+    pub fn abort_transaction(&self, timeout: Duration) -> Result<(), KafkaShellError> {
+        self.producer.abort_transaction(timeout)?;
+        Ok(())
     }
 
     /// Waits until every queued output is acknowledged by the broker, or fails.

@@ -177,12 +177,25 @@ pub struct Record {
     pub headers: Vec<(String, String)>,
 }
 
-/// Reads every message of `topic` from the beginning up to its current end.
+/// Reads every committed message of `topic` from the beginning up to its current end
+/// (the last stable offset: outputs of aborted or open transactions are not read).
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
+    read_topic_as(brokers, topic, "read_committed")
+}
+
+/// Every message written to `topic`, in transactions or not, committed or not.
+pub fn read_topic_uncommitted(brokers: &str, topic: &str) -> Vec<Record> {
+    read_topic_as(brokers, topic, "read_uncommitted")
+}
+
+fn read_topic_as(brokers: &str, topic: &str, isolation: &str) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "slaguard-test-reader")
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", isolation)
+        .set("fetch.wait.max.ms", "10")
         .create()
         .expect("consumer");
     let md = consumer
@@ -201,11 +214,9 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
         tpl.add_partition_offset(topic, p, Offset::Offset(low))
             .expect("tpl");
         consumer.assign(&tpl).expect("assign");
-        let mut next = low;
-        while next < high {
+        loop {
             match consumer.poll(Duration::from_secs(10)) {
                 Some(Ok(m)) => {
-                    next = m.offset() + 1;
                     let headers = m
                         .headers()
                         .map(|h| {
@@ -225,11 +236,14 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
                         value: m.payload().unwrap_or_default().to_vec(),
                         headers,
                     });
+                    // The end, unless transaction markers follow (then the EOF says so).
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
                 }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => panic!("reading {topic}: {e}"),
-                None => {
-                    panic!("reading {topic}: no message within 10 s at offset {next} of {high}")
-                }
+                None => panic!("reading {topic}[{p}]: neither a message nor its end within 10 s"),
             }
         }
     }
@@ -327,5 +341,38 @@ pub fn wait_for_group(brokers: &str, group: &str, members: usize) {
             "group {group}: state {state:?} with {n} members, expected Stable with {members}"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The lines of a scenario file whose event time is in `[from, to)`.
+pub fn stage(lines: &[String], from: i64, to: i64) -> impl Iterator<Item = &str> {
+    lines.iter().map(String::as_str).filter(move |l| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v.get("timestamp").cloned())
+            .and_then(|t| {
+                t.as_i64()
+                    .or_else(|| t.as_str().and_then(slaguard::time::parse_rfc3339))
+            })
+            .is_some_and(|t| t >= from && t < to)
+    })
+}
+
+/// Waits until `topic` holds at least `min` messages and stops growing (two reads 2 s
+/// apart agree).
+pub fn wait_settled(brokers: &str, topic: &str, min: usize, deadline: Duration) -> usize {
+    let start = std::time::Instant::now();
+    let mut last = usize::MAX;
+    loop {
+        let n = read_topic(brokers, topic).len();
+        if n >= min && n == last {
+            return n;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{topic}: {n} messages after {deadline:?}, expected at least {min}"
+        );
+        last = n;
+        std::thread::sleep(Duration::from_secs(2));
     }
 }
