@@ -1,5 +1,6 @@
 //! Hot paths of the engine: decoding, join, summary updates, window advance, metric
-//! evaluation, and a whole file replay. Run with `cargo bench --bench engine`.
+//! evaluation, a whole file replay, and the checkpoint of a million pending predictions.
+//! Run with `cargo bench --bench engine`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -131,12 +132,59 @@ fn replay_bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// A restart restores the engine from its checkpoint: how long for a million predictions
+/// waiting for their labels (a day of labels at ~12 requests/s), and how large it is.
+fn checkpoint_bench(c: &mut Criterion) {
+    let yaml = r#"
+sla_version: "pending-1"
+defaults: {evaluate_every: 1m, label_ttl: 7d, max_pending: 2000000}
+models:
+  - model_id: fraud
+    task: binary_classification
+    segment_by: [region]
+    objectives:
+      - {name: accuracy, metric: accuracy, op: ">=", target: 0.9, window: 1h}
+"#;
+    let cfg = Arc::new(slaguard::config::parse(yaml, "bench.yaml", None).expect("valid"));
+    let mut engine = slaguard::engine::Engine::new(Arc::clone(&cfg));
+    let source = engine.add_source();
+    let t0 = 1_793_534_400_000i64;
+    for i in 0..1_000_000i64 {
+        let line = format!(
+            r#"{{"request_id":"req-{i:09}","model_id":"fraud","timestamp":{},"prediction":{{"score":0.7}},"attributes":{{"region":"eu-west"}}}}"#,
+            t0 + i * 80
+        );
+        let ev = decode::inference(line.as_bytes()).expect("valid");
+        engine.handle_inference(source, &ev).expect("accepted");
+        while engine.poll_output().is_some() {}
+    }
+    assert_eq!(engine.pending_predictions(), 1_000_000);
+    let snapshot = engine.snapshot().expect("snapshot");
+    eprintln!(
+        "checkpoint of 1,000,000 pending predictions: {} MB",
+        snapshot.len() / 1_000_000
+    );
+    let mut g = c.benchmark_group("checkpoint");
+    g.sample_size(10);
+    g.bench_function("snapshot_1m_pending", |b| {
+        b.iter(|| black_box(engine.snapshot().expect("snapshot")))
+    });
+    g.bench_function("restore_1m_pending", |b| {
+        b.iter(|| {
+            slaguard::engine::Engine::restore(Arc::clone(&cfg), black_box(&snapshot))
+                .expect("restore")
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     decode_bench,
     join_bench,
     summary_bench,
     window_bench,
-    replay_bench
+    replay_bench,
+    checkpoint_bench
 );
 criterion_main!(benches);

@@ -363,8 +363,14 @@ impl Engine {
     }
 
     /// Registers an input source (a file or a partition) that holds the watermark.
+    /// A new input source (a partition, a file). Pending join state is bounded by
+    /// `max_pending` per source.
     pub fn add_source(&mut self) -> SourceId {
-        self.state.watermark.add_source()
+        let id = self.state.watermark.add_source();
+        self.state
+            .join
+            .set_capacity(self.config.defaults.max_pending.saturating_mul(id.0 + 1));
+        id
     }
 
     /// The source has no more events: it stops holding the watermark back.
@@ -415,6 +421,21 @@ impl Engine {
     /// Predictions still waiting for their label.
     pub fn pending_predictions(&self) -> usize {
         self.state.join.pending_predictions()
+    }
+
+    /// Join entries held: waiting predictions and labels, and duplicate guards.
+    pub fn pending_entries(&self) -> usize {
+        self.state.join.len()
+    }
+
+    /// Windows held over every model, series and segment (the whole model's included).
+    pub fn windows(&self) -> usize {
+        self.state
+            .models
+            .iter()
+            .flat_map(|m| m.series.iter())
+            .map(Series::segment_count)
+            .sum()
     }
 
     /// The next output, in emission order.

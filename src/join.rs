@@ -5,8 +5,8 @@
 //! first waits up to `early_label_ttl` for its prediction. After a join, or for a failed
 //! request, a small guard entry stays until the prediction's deadline so that duplicates
 //! are recognised and counted, never double-counted. Every entry lives in one expiry index
-//! ordered by deadline; the total is bounded by `max_pending`, and overflow evicts the
-//! entry nearest its deadline, counted by kind.
+//! ordered by deadline; the total is bounded (the engine allows `max_pending` per input
+//! source), and overflow evicts the entry nearest its deadline, counted by kind.
 //!
 //! Time only moves through [`JoinState::expire_before`], called by the engine as the
 //! watermark advances.
@@ -132,6 +132,12 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
             next_seq: 0,
             stats: JoinStats::default(),
         }
+    }
+
+    /// Sets the bound on entries held, evicting at once if it shrank.
+    pub fn set_capacity(&mut self, max_pending: usize) {
+        self.max_pending = max_pending.max(1);
+        self.enforce_bound();
     }
 
     /// Rebuilds the expiry index after deserialization.

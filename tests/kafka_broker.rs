@@ -152,7 +152,8 @@ fn slaguard_run(
             group,
         ])
         .args(exactly_once.then_some("--exactly-once"))
-        .stdout(std::process::Stdio::null())
+        // One line at exit: the run's summary.
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn slaguard run")
@@ -243,6 +244,82 @@ fn exactly_once_kill_9_then_restart_loses_and_repeats_nothing() {
     second.kill().expect("stop");
     second.wait().expect("reaped");
     assert_eq!(duplicates, 0, "read_committed sees no snapshot twice");
+}
+
+/// Stops a `slaguard run` child with SIGTERM (drain, checkpoint, commit) and returns the
+/// number of messages it consumed, from its closing summary.
+fn terminate(child: std::process::Child) -> u64 {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("exit");
+    assert!(out.status.success(), "run failed: {:?}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .split("run stopped: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no closing summary in {stdout:?}"))
+}
+
+#[test]
+fn pending_predictions_survive_a_restart_without_rereading_history() {
+    let brokers = real_broker();
+    let golden = golden_on_topics(&brokers, "pending", 4, Produce::Nothing);
+    let s = &golden.settings;
+    let inferences = read_lines(&golden.inputs.inferences);
+    let labels = read_lines(&golden.inputs.labels);
+    let at = |minutes: i64| slaguard::scenario::ScenarioSpec::default().start + minutes * 60_000;
+    let config = golden.dir.path().join("sla.yaml");
+    let state = golden.dir.path().join("state");
+    let metrics_topic = s.output_topic("metrics");
+    let group = s.output_prefix.trim_end_matches('.').to_string();
+
+    // 90 minutes of predictions but only 60 of labels: the last half hour of predictions
+    // (and more, with labels arriving up to 30 minutes late) wait when the run stops.
+    let first = slaguard_run(&config, s, &group, &state, false);
+    produce_lines(
+        &brokers,
+        &s.inferences_topic,
+        stage(&inferences, i64::MIN, at(90)),
+    );
+    produce_lines(&brokers, &s.labels_topic, stage(&labels, i64::MIN, at(60)));
+    wait_settled(&brokers, &metrics_topic, 400, Duration::from_secs(120));
+    let consumed_first = terminate(first);
+    let pending = slaguard::kafka::checkpoint::CheckpointStore::new(&state, &group)
+        .load()
+        .expect("readable")
+        .map(|c| {
+            slaguard::engine::Engine::restore(common::load_config(&config), &c.engine)
+                .expect("restores")
+                .pending_predictions()
+        })
+        .expect("a checkpoint");
+    assert!(pending > 1000, "{pending} predictions pending at the stop");
+
+    // The rest arrives after the restart: its labels join the predictions restored from
+    // the checkpoint, and the run reads only the new messages.
+    let second = slaguard_run(&config, s, &group, &state, false);
+    let new: usize = [
+        produce_lines(
+            &brokers,
+            &s.inferences_topic,
+            stage(&inferences, at(90), i64::MAX),
+        ),
+        produce_lines(&brokers, &s.labels_topic, stage(&labels, at(60), i64::MAX)),
+    ]
+    .iter()
+    .sum();
+    assert_eq!(nothing_lost(&brokers, &golden, true), 0, "nothing twice");
+    let consumed_second = terminate(second);
+    eprintln!("{pending} pending predictions across the restart; {consumed_first} messages before, {consumed_second} after");
+    assert_eq!(
+        consumed_second, new as u64,
+        "the restarted run read only what came after the stop"
+    );
 }
 
 /// After a restart: every snapshot and incident event of the file replay up to the last

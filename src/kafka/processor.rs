@@ -15,10 +15,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -300,11 +299,12 @@ impl State {
     /// them with the same configuration (with `--exactly-once`, the one the last committed
     /// transaction follows), else rebuilds from the committed offsets, quiet up to where
     /// the previous owner's outputs reached.
+    /// Returns whether a checkpoint was restored.
     fn assign(
         &mut self,
         assigned: Vec<PartitionKey>,
         committed: &BTreeMap<PartitionKey, CommitMark>,
-    ) -> Result<(), KafkaShellError> {
+    ) -> Result<bool, KafkaShellError> {
         let now = Instant::now();
         let wanted: BTreeSet<&PartitionKey> = assigned.iter().collect();
         self.offsets.clear();
@@ -351,7 +351,7 @@ impl State {
                 self.seq = self.seq.max(c.seq);
                 self.summary.restored = true;
                 tracing::info!(path = %self.store.path().display(), seq = c.seq, partitions = assigned.len(), "restored the checkpoint");
-                return Ok(());
+                return Ok(true);
             }
             tracing::warn!(
                 path = %self.store.path().display(),
@@ -376,7 +376,7 @@ impl State {
                 (k, s)
             })
             .collect();
-        Ok(())
+        Ok(false)
     }
 }
 
@@ -413,49 +413,87 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let mut s = lock(&self.state);
-            if s.sources.is_empty() {
-                return;
+    /// The rebalance protocol is eager: every assignment is whole. On revoke the state is
+    /// drained and committed; on assign it is restored (and the partitions read on from
+    /// the checkpoint's offsets, not from the committed rebuild offsets) or rebuilt.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.on_assign(consumer, tpl);
+                if let Err(e) = consumer.assign(tpl) {
+                    lock(&self.state).failure = Some(e.into());
+                }
             }
-            tracing::info!(partitions = tpl.count(), "partitions revoked: draining");
-            if let Err(e) = s.checkpoint(consumer, self.timeout) {
-                tracing::error!(error = %e, "drain on revoke failed: offsets not committed");
-                s.failure = Some(e);
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.on_revoke(consumer, tpl);
+                if let Err(e) = consumer.unassign() {
+                    lock(&self.state).failure = Some(e.into());
+                }
             }
-            s.sources.clear();
+            other => {
+                tracing::error!(error = ?other, "rebalance failed; dropping the assignment");
+                let _ = consumer.unassign();
+            }
         }
     }
+}
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let assigned: Vec<PartitionKey> = tpl
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_string(), e.partition()))
-                .collect();
-            tracing::info!(partitions = assigned.len(), "partitions assigned");
-            // What the previous owners of these partitions committed.
-            let committed: BTreeMap<PartitionKey, CommitMark> =
-                match consumer.committed_offsets((*tpl).clone(), self.timeout) {
-                    Ok(c) => c
-                        .elements()
-                        .iter()
-                        .filter_map(|e| {
-                            CommitMark::parse(e.metadata())
-                                .map(|m| ((e.topic().to_string(), e.partition()), m))
-                        })
-                        .collect(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the committed offsets' metadata");
-                        BTreeMap::new()
+impl GroupContext {
+    fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let mut s = lock(&self.state);
+        if s.sources.is_empty() {
+            return;
+        }
+        tracing::info!(partitions = tpl.count(), "partitions revoked: draining");
+        if let Err(e) = s.checkpoint(consumer, self.timeout) {
+            tracing::error!(error = %e, "drain on revoke failed: offsets not committed");
+            s.failure = Some(e);
+        }
+        s.sources.clear();
+    }
+
+    fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let assigned: Vec<PartitionKey> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        tracing::info!(partitions = assigned.len(), "partitions assigned");
+        // What the previous owners of these partitions committed.
+        let committed: BTreeMap<PartitionKey, CommitMark> =
+            match consumer.committed_offsets(tpl.clone(), self.timeout) {
+                Ok(c) => c
+                    .elements()
+                    .iter()
+                    .filter_map(|e| {
+                        CommitMark::parse(e.metadata())
+                            .map(|m| ((e.topic().to_string(), e.partition()), m))
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the committed offsets' metadata");
+                    BTreeMap::new()
+                }
+            };
+        let mut s = lock(&self.state);
+        match s.assign(assigned, &committed) {
+            Ok(true) => {
+                // Restored: read on from where the checkpoint stopped.
+                for ((topic, partition), offset) in &s.offsets {
+                    if let Err(e) =
+                        tpl.set_partition_offset(topic, *partition, Offset::Offset(*offset))
+                    {
+                        tracing::warn!(error = %e, topic, partition, "cannot start at the checkpoint's offset; reading from the committed one");
                     }
-                };
-            let mut s = lock(&self.state);
-            if let Err(e) = s.assign(assigned, &committed) {
-                s.failure = Some(e);
+                }
             }
+            Ok(false) => {}
+            Err(e) => s.failure = Some(e),
         }
     }
 }
