@@ -379,6 +379,13 @@ impl Engine {
         self.advance();
     }
 
+    /// Event time reached on `source` without an event to apply (an ack read from a
+    /// partition that holds the watermark).
+    pub fn observe_source(&mut self, source: SourceId, time: Millis) {
+        self.state.watermark.observe(source, time);
+        self.advance();
+    }
+
     /// The shell's judgement (processing time) that a source is idle or active again.
     pub fn set_source_idle(&mut self, source: SourceId, idle: bool) {
         self.state.watermark.set_idle(source, idle);

@@ -22,7 +22,23 @@ fn snapshot_key(v: &Value) -> (String, String, String, String) {
 }
 
 #[test]
+fn run_on_one_partition_matches_the_file_replay() {
+    run_matches_the_file_replay(1);
+}
+
+#[test]
 fn run_on_four_partitions_matches_the_file_replay() {
+    run_matches_the_file_replay(4);
+}
+
+#[test]
+fn run_on_eight_partitions_matches_the_file_replay() {
+    run_matches_the_file_replay(8);
+}
+
+/// One instance over `partitions` partitions of inferences and labels produces exactly
+/// the file replay's snapshots, incidents and dead letters.
+fn run_matches_the_file_replay(partitions: i32) {
     let brokers = real_broker();
     let GoldenOnTopics {
         dir,
@@ -31,11 +47,16 @@ fn run_on_four_partitions_matches_the_file_replay() {
         expected,
         expected_breaches,
         settings: s,
-    } = golden_on_topics(&brokers, "equiv", 4, Produce::EventsAndAcks);
+    } = golden_on_topics(
+        &brokers,
+        &format!("equiv{partitions}"),
+        partitions,
+        Produce::EventsAndAcks,
+    );
 
     let cfg = common::load_config(&dir.path().join("sla.yaml"));
     let options = RunOptions {
-        group: "equiv".into(),
+        group: s.output_prefix.clone(),
         state_dir: dir.path().join("state"),
         commit_interval: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(10),
@@ -162,7 +183,7 @@ fn slaguard_run(
 #[test]
 fn kill_9_mid_stream_then_restart_loses_no_incident() {
     let brokers = real_broker();
-    let golden = golden_on_topics(&brokers, "kill9", 4, Produce::Events);
+    let golden = golden_on_topics(&brokers, "kill9", 4, Produce::EventsAndAcks);
     let s = &golden.settings;
     let config = golden.dir.path().join("sla.yaml");
     let state = golden.dir.path().join("state");

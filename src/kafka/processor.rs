@@ -1,14 +1,16 @@
 //! `slaguard run`: the engine as a Kafka consumer group.
 //!
-//! Every input partition of inferences and labels is an engine source (the watermark is
-//! the minimum over them; a partition silent for `idle_timeout` of processing time stops
-//! holding it back). Outputs are produced as the engine emits them. At-least-once with
-//! nothing lost: a checkpoint first waits for every output to be acknowledged by the
-//! broker, then saves the engine state with the offsets it covers, and only then commits
-//! those offsets. The same drain runs every `commit_interval`, when partitions are
-//! revoked, and at shutdown (SIGINT/SIGTERM). After a crash the instance restores the
-//! last checkpoint and re-reads from its offsets, so outputs since then are produced again
-//! with the same content and incident ids.
+//! Every input partition is an engine source (the watermark is the minimum over them): an
+//! inferences or labels partition silent for `idle_timeout` of processing time stops
+//! holding it back, an acks partition as soon as it is read to its end. Outputs are
+//! produced as the engine emits them. At-least-once with nothing lost: a checkpoint first
+//! waits for every output to be acknowledged by the broker, then saves the engine state
+//! with the offsets it covers, and only then commits (with `--exactly-once`, commits the
+//! outputs' transaction together with) the offsets a successor would rebuild from. The
+//! same drain runs every `commit_interval`, when partitions are revoked, and at shutdown
+//! (SIGINT/SIGTERM). A restarted instance restores its checkpoint and reads on from the
+//! checkpoint's offsets; after a crash, outputs since the checkpoint are produced again
+//! with the same content and incident ids (not with `--exactly-once`: they were aborted).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -81,6 +83,10 @@ struct State {
     dead_below: BTreeMap<PartitionKey, i64>,
     /// Sequence number of the last checkpoint.
     seq: u64,
+    /// Where reading starts, per assigned partition with a committed offset.
+    start: BTreeMap<PartitionKey, i64>,
+    /// A client of its own for end offsets, apart from the group consumer.
+    offsets_client: BaseConsumer,
     last_message: BTreeMap<PartitionKey, Instant>,
     idle: BTreeSet<PartitionKey>,
     /// Per partition: (interval, first offset seen in it), oldest first.
@@ -118,8 +124,18 @@ impl State {
         if marks.back().is_none_or(|(k, _)| interval > *k) {
             marks.push_back((interval, offset));
         }
-        self.engine
-            .handle(source.unwrap_or(SourceId(usize::MAX)), event)
+        let source = source.unwrap_or(SourceId(usize::MAX));
+        let ack_time = match &event {
+            Event::Ack(a) => Some(a.timestamp),
+            _ => None,
+        };
+        let result = self.engine.handle(source, event);
+        if let Some(t) = ack_time {
+            // An acks partition holds the watermark while it has unread acks (see
+            // `check_idle`), so an ack is never read after the data passed its time.
+            self.engine.observe_source(source, t);
+        }
+        result
     }
 
     fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<(), KafkaShellError> {
@@ -145,7 +161,7 @@ impl State {
             Some(s) => *s,
             None => {
                 // A partition we were not told about (cannot happen with the group protocol).
-                let s = (kind != InputKind::Acks).then(|| self.engine.add_source());
+                let s = Some(self.engine.add_source());
                 self.sources.insert(key.clone(), s);
                 s
             }
@@ -176,27 +192,52 @@ impl State {
         Ok(())
     }
 
-    /// Marks partitions silent for `idle_timeout` as idle, so they stop holding the watermark.
+    /// Marks partitions idle, so that they stop holding the watermark: an inferences or
+    /// labels partition silent for `idle_timeout`, an acks partition as soon as it is read
+    /// to its end. Acks are rare, so their partitions are idle nearly always, yet while a
+    /// backlog of them waits (a restart catching up) they hold the data back until read.
     fn check_idle(&mut self) -> Result<(), KafkaShellError> {
         let now = Instant::now();
-        let due: Vec<(PartitionKey, SourceId)> = self
-            .sources
-            .iter()
-            .filter_map(|(k, s)| s.map(|s| (k, s)))
-            .filter(|(k, _)| !self.idle.contains(*k))
-            .filter(|(k, _)| {
+        let mut due: Vec<(PartitionKey, SourceId)> = Vec::new();
+        for (k, s) in &self.sources {
+            let Some(s) = *s else { continue };
+            if self.idle.contains(k) {
+                continue;
+            }
+            let idle = if self.settings.role(&k.0) == Some(InputKind::Acks) {
+                self.caught_up(k)
+            } else {
                 self.last_message
-                    .get(*k)
+                    .get(k)
                     .is_none_or(|t| now.duration_since(*t) >= self.idle_timeout)
-            })
-            .map(|(k, s)| (k.clone(), s))
-            .collect();
+            };
+            if idle {
+                due.push((k.clone(), s));
+            }
+        }
         for (k, s) in due {
             tracing::debug!(topic = %k.0, partition = k.1, "partition idle: no longer holds the watermark");
             self.engine.set_source_idle(s, true);
             self.idle.insert(k);
         }
         self.drain_engine()
+    }
+
+    /// Whether every message of `key` written so far has been read.
+    fn caught_up(&self, key: &PartitionKey) -> bool {
+        match self
+            .offsets_client
+            .fetch_watermarks(&key.0, key.1, Duration::from_secs(1))
+        {
+            Ok((low, high)) => match self.offsets.get(key).or(self.start.get(key)) {
+                Some(next) => *next >= high,
+                None => high <= low,
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, topic = %key.0, partition = key.1, "cannot read the end offset");
+                false
+            }
+        }
     }
 
     /// Waits for every output to be acknowledged, saves the state and the offsets it
@@ -371,8 +412,7 @@ impl State {
         self.sources = assigned
             .into_iter()
             .map(|k| {
-                let s = (self.settings.role(&k.0) != Some(InputKind::Acks))
-                    .then(|| self.engine.add_source());
+                let s = Some(self.engine.add_source());
                 (k, s)
             })
             .collect();
@@ -464,23 +504,31 @@ impl GroupContext {
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         tracing::info!(partitions = assigned.len(), "partitions assigned");
-        // What the previous owners of these partitions committed.
-        let committed: BTreeMap<PartitionKey, CommitMark> =
-            match consumer.committed_offsets(tpl.clone(), self.timeout) {
-                Ok(c) => c
+        // What the previous owners of these partitions committed: offsets and marks.
+        let (start, committed) = match consumer.committed_offsets(tpl.clone(), self.timeout) {
+            Ok(c) => {
+                let key = |e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>| {
+                    (e.topic().to_string(), e.partition())
+                };
+                let start: BTreeMap<PartitionKey, i64> = c
                     .elements()
                     .iter()
-                    .filter_map(|e| {
-                        CommitMark::parse(e.metadata())
-                            .map(|m| ((e.topic().to_string(), e.partition()), m))
-                    })
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the committed offsets' metadata");
-                    BTreeMap::new()
-                }
-            };
+                    .filter_map(|e| e.offset().to_raw().filter(|o| *o >= 0).map(|o| (key(e), o)))
+                    .collect();
+                let marks: BTreeMap<PartitionKey, CommitMark> = c
+                    .elements()
+                    .iter()
+                    .filter_map(|e| CommitMark::parse(e.metadata()).map(|m| (key(e), m)))
+                    .collect();
+                (start, marks)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the committed offsets and their metadata");
+                (BTreeMap::new(), BTreeMap::new())
+            }
+        };
         let mut s = lock(&self.state);
+        s.start = start;
         match s.assign(assigned, &committed) {
             Ok(true) => {
                 // Restored: read on from where the checkpoint stopped.
@@ -543,6 +591,8 @@ pub async fn run(
         skip_below: BTreeMap::new(),
         dead_below: BTreeMap::new(),
         seq: 0,
+        start: BTreeMap::new(),
+        offsets_client: settings.client().create()?,
         last_message: BTreeMap::new(),
         idle: BTreeSet::new(),
         marks: BTreeMap::new(),

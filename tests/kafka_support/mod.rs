@@ -289,9 +289,7 @@ pub fn golden_on_topics(
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = crate::common::write_scenario(dir.path(), &crate::common::golden_spec());
     // The file replay the run is compared with reads the same inputs (acks move the MTTA
-    // figures of the snapshots). An ack read after the watermark passed its time counts
-    // from then on only, so a run that reads acks behind a backlog (a restart catching up)
-    // is compared without them.
+    // figures of the snapshots).
     let compared = slaguard::replay::ReplayInputs {
         acks: inputs
             .acks
