@@ -240,8 +240,6 @@ impl State {
         }
     }
 
-    /// Waits for every output to be acknowledged, saves the state and the offsets it
-    /// covers, then commits those offsets.
     /// Offsets from which a fresh engine rebuilds all live state: the first offset of the
     /// interval the horizon reaches back to. Marks older than that are forgotten.
     fn rebuild_offsets(&mut self) -> Vec<(String, i32, i64)> {
@@ -267,8 +265,9 @@ impl State {
     }
 
     /// Waits for every output to be acknowledged, saves the state and the exact offsets it
-    /// covers, then commits the rebuild offsets with the last instant emitted, so that
-    /// another owner of these partitions can rebuild the state and stay quiet up to there.
+    /// covers, then commits the rebuild offsets with their [`CommitMark`], so that another
+    /// owner of these partitions can rebuild the state and stay quiet up to where outputs
+    /// reached. With `--exactly-once` the commit is the outputs' transaction.
     fn checkpoint<C: ConsumerContext>(
         &mut self,
         consumer: &impl Consumer<C>,
