@@ -18,7 +18,9 @@
 //!   MTTA, MTTR and incident counts.
 //! - [`output`]: metric snapshots and breach events.
 //! - [`profile`]: reference profiles, the drift baselines; [`drift`]: PSI, KS, JS distance.
-//! - [`engine`]: the deterministic core tying these together: events in, outputs out.
+//! - [`engine`]: the deterministic core tying these together: events in, outputs out; as a
+//!   shard (join and summaries of some partitions) or an evaluator of the shards'
+//!   [`partial`] batches, for global metrics across partitions and instances.
 //! - [`replay`]: the file replay shell; [`kafka`]: the Kafka shell (`run`, topic replay).
 //! - [`report`]: the SLA report of a replayed period (attainment, error budget, incidents,
 //!   credits), as JSON and as Markdown for readers outside engineering.
@@ -43,6 +45,7 @@ pub mod join;
 pub mod kafka;
 pub mod metric;
 pub mod output;
+pub mod partial;
 pub mod profile;
 pub mod replay;
 pub mod report;

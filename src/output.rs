@@ -8,7 +8,7 @@ use crate::dead_letter::DeadLetter;
 
 /// A segment: dimension → value, in the objective's `segment_by` order; empty for the
 /// whole model.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Segment(pub Vec<(String, String)>);
 
 impl Serialize for Segment {

@@ -13,6 +13,7 @@ use crate::metric::{Family, Metric};
 use crate::summary::{
     BinarySummary, DriftSummary, LabelSummary, LatencySummary, LatencyUnderSummary, Measured,
     MulticlassSummary, QualityCounts, QualitySummary, RegressionSummary, ReliabilitySummary,
+    Summary,
 };
 use crate::time::Millis;
 use crate::window::{Recorded, SlidingWindow};
@@ -62,6 +63,172 @@ pub enum Fact {
     },
 }
 
+/// Applies a fact to one family's summary.
+trait Apply: Summary {
+    /// Records `fact` if this family uses it.
+    fn apply(&mut self, fact: &Fact, threshold_ms: f64);
+}
+
+impl Apply for ReliabilitySummary {
+    fn apply(&mut self, fact: &Fact, _: f64) {
+        if let Fact::Inference { ok, .. } = fact {
+            self.record(*ok);
+        }
+    }
+}
+
+impl Apply for LatencySummary {
+    fn apply(&mut self, fact: &Fact, _: f64) {
+        if let Fact::Inference {
+            latency_ms: Some(l),
+            ..
+        } = fact
+        {
+            self.record(*l);
+        }
+    }
+}
+
+impl Apply for LatencyUnderSummary {
+    fn apply(&mut self, fact: &Fact, threshold_ms: f64) {
+        if let Fact::Inference {
+            latency_ms: Some(l),
+            ..
+        } = fact
+        {
+            self.record(*l, threshold_ms);
+        }
+    }
+}
+
+impl Apply for BinarySummary {
+    fn apply(&mut self, fact: &Fact, _: f64) {
+        if let Fact::Binary {
+            truth,
+            predicted,
+            score,
+            ..
+        } = fact
+        {
+            self.record(*truth, *predicted, *score);
+        }
+    }
+}
+
+impl Apply for MulticlassSummary {
+    fn apply(&mut self, fact: &Fact, _: f64) {
+        if let Fact::Multiclass {
+            truth, predicted, ..
+        } = fact
+        {
+            self.record(*truth, *predicted);
+        }
+    }
+}
+
+impl Apply for RegressionSummary {
+    fn apply(&mut self, fact: &Fact, _: f64) {
+        if let Fact::Regression {
+            truth, predicted, ..
+        } = fact
+        {
+            self.record(*predicted, *truth);
+        }
+    }
+}
+
+impl Apply for LabelSummary {
+    fn apply(&mut self, fact: &Fact, _: f64) {
+        match fact {
+            Fact::Binary { delay_ms, .. }
+            | Fact::Multiclass { delay_ms, .. }
+            | Fact::Regression { delay_ms, .. } => self.record_joined(*delay_ms),
+            Fact::Unlabeled => self.record_expired(),
+            _ => {}
+        }
+    }
+}
+
+impl Apply for DriftSummary {
+    fn apply(&mut self, fact: &Fact, _: f64) {
+        if let Fact::Drift { bin, .. } = fact {
+            self.record(*bin as usize);
+        }
+    }
+}
+
+impl Apply for QualitySummary {
+    fn apply(&mut self, fact: &Fact, _: f64) {
+        if let Fact::Quality { counts, .. } = fact {
+            self.record(*counts);
+        }
+    }
+}
+
+/// Runs `$body` with `$x` bound to the inner value of whichever family variant `$value`
+/// (of enum `$enum`) holds.
+macro_rules! each_family {
+    ($enum:ident, $value:expr, $x:ident => $body:expr) => {
+        match $value {
+            $enum::Binary($x) => $body,
+            $enum::Multiclass($x) => $body,
+            $enum::Regression($x) => $body,
+            $enum::Latency($x) => $body,
+            $enum::LatencyUnder($x) => $body,
+            $enum::Reliability($x) => $body,
+            $enum::Labels($x) => $body,
+            $enum::Drift($x) => $body,
+            $enum::Quality($x) => $body,
+        }
+    };
+}
+
+/// The summary of one family over some events: what a shard hands to the evaluator for
+/// one series, segment and interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AnySummary {
+    Binary(BinarySummary),
+    Multiclass(MulticlassSummary),
+    Regression(RegressionSummary),
+    Latency(LatencySummary),
+    LatencyUnder(LatencyUnderSummary),
+    Reliability(ReliabilitySummary),
+    Labels(LabelSummary),
+    Drift(DriftSummary),
+    Quality(QualitySummary),
+}
+
+impl AnySummary {
+    pub fn new(family: Family) -> AnySummary {
+        match family {
+            Family::Binary => AnySummary::Binary(Default::default()),
+            Family::Multiclass => AnySummary::Multiclass(Default::default()),
+            Family::Regression => AnySummary::Regression(Default::default()),
+            Family::Latency => AnySummary::Latency(Default::default()),
+            Family::LatencyUnder(_) => AnySummary::LatencyUnder(Default::default()),
+            Family::Reliability => AnySummary::Reliability(Default::default()),
+            Family::Labels => AnySummary::Labels(Default::default()),
+            Family::Drift(_) => AnySummary::Drift(Default::default()),
+            Family::Quality { .. } => AnySummary::Quality(Default::default()),
+        }
+    }
+
+    pub fn record(&mut self, fact: Fact, threshold_ms: f64) {
+        each_family!(AnySummary, self, s => s.apply(&fact, threshold_ms))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        each_family!(AnySummary, self, s => s.is_empty())
+    }
+
+    /// The multiclass summary's class ids, renamed (a shard's ids into the evaluator's).
+    pub fn map_classes(&mut self, rename: impl Fn(u32) -> u32) {
+        if let AnySummary::Multiclass(m) = self {
+            *m = m.map_classes(rename);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum AnyWindow {
     Binary(SlidingWindow<BinarySummary>),
@@ -90,104 +257,42 @@ impl AnyWindow {
         }
     }
 
-    /// Records `fact` into interval `k`; `None` when this family does not use the fact.
-    fn record(&mut self, k: i64, fact: Fact, threshold_ms: f64) -> Option<Recorded> {
+    /// Records `fact` into interval `k`.
+    fn record(&mut self, k: i64, fact: Fact, threshold_ms: f64) -> Recorded {
+        each_family!(AnyWindow, self, w => w.record(k, |s| s.apply(&fact, threshold_ms)))
+    }
+
+    /// Merges a summary of the same family into interval `k`; `None` for another family.
+    fn merge(&mut self, k: i64, summary: &AnySummary) -> Option<Recorded> {
+        use AnySummary as S;
         use AnyWindow as W;
-        Some(match (self, fact) {
-            (W::Reliability(w), Fact::Inference { ok, .. }) => w.record(k, |s| s.record(ok)),
-            (
-                W::Latency(w),
-                Fact::Inference {
-                    latency_ms: Some(l),
-                    ..
-                },
-            ) => w.record(k, |s| s.record(l)),
-            (
-                W::LatencyUnder(w),
-                Fact::Inference {
-                    latency_ms: Some(l),
-                    ..
-                },
-            ) => w.record(k, |s| s.record(l, threshold_ms)),
-            (
-                W::Binary(w),
-                Fact::Binary {
-                    truth,
-                    predicted,
-                    score,
-                    ..
-                },
-            ) => w.record(k, |s| s.record(truth, predicted, score)),
-            (
-                W::Multiclass(w),
-                Fact::Multiclass {
-                    truth, predicted, ..
-                },
-            ) => w.record(k, |s| s.record(truth, predicted)),
-            (
-                W::Regression(w),
-                Fact::Regression {
-                    truth, predicted, ..
-                },
-            ) => w.record(k, |s| s.record(predicted, truth)),
-            (
-                W::Labels(w),
-                Fact::Binary { delay_ms, .. }
-                | Fact::Multiclass { delay_ms, .. }
-                | Fact::Regression { delay_ms, .. },
-            ) => w.record(k, |s| s.record_joined(delay_ms)),
-            (W::Labels(w), Fact::Unlabeled) => w.record(k, |s| s.record_expired()),
-            (W::Drift(w), Fact::Drift { bin, .. }) => w.record(k, |s| s.record(bin as usize)),
-            (W::Quality(w), Fact::Quality { counts, .. }) => w.record(k, |s| s.record(counts)),
+        Some(match (self, summary) {
+            (W::Binary(w), S::Binary(s)) => w.record(k, |x| x.merge(s)),
+            (W::Multiclass(w), S::Multiclass(s)) => w.record(k, |x| x.merge(s)),
+            (W::Regression(w), S::Regression(s)) => w.record(k, |x| x.merge(s)),
+            (W::Latency(w), S::Latency(s)) => w.record(k, |x| x.merge(s)),
+            (W::LatencyUnder(w), S::LatencyUnder(s)) => w.record(k, |x| x.merge(s)),
+            (W::Reliability(w), S::Reliability(s)) => w.record(k, |x| x.merge(s)),
+            (W::Labels(w), S::Labels(s)) => w.record(k, |x| x.merge(s)),
+            (W::Drift(w), S::Drift(s)) => w.record(k, |x| x.merge(s)),
+            (W::Quality(w), S::Quality(s)) => w.record(k, |x| x.merge(s)),
             _ => return None,
         })
     }
 
     fn advance_to(&mut self, n: i64) {
-        use AnyWindow as W;
-        match self {
-            W::Binary(w) => _ = w.advance_to(n),
-            W::Multiclass(w) => _ = w.advance_to(n),
-            W::Regression(w) => _ = w.advance_to(n),
-            W::Latency(w) => _ = w.advance_to(n),
-            W::LatencyUnder(w) => _ = w.advance_to(n),
-            W::Reliability(w) => _ = w.advance_to(n),
-            W::Labels(w) => _ = w.advance_to(n),
-            W::Drift(w) => _ = w.advance_to(n),
-            W::Quality(w) => _ = w.advance_to(n),
-        }
+        each_family!(AnyWindow, self, w => {
+            w.advance_to(n);
+        })
     }
 
     /// The current window (as of the last advance) holds at least one event.
     fn has_data(&self) -> bool {
-        use crate::summary::Summary;
-        use AnyWindow as W;
-        match self {
-            W::Binary(w) => !w.aggregate().is_empty(),
-            W::Multiclass(w) => !w.aggregate().is_empty(),
-            W::Regression(w) => !w.aggregate().is_empty(),
-            W::Latency(w) => !w.aggregate().is_empty(),
-            W::LatencyUnder(w) => !w.aggregate().is_empty(),
-            W::Reliability(w) => !w.aggregate().is_empty(),
-            W::Labels(w) => !w.aggregate().is_empty(),
-            W::Drift(w) => !w.aggregate().is_empty(),
-            W::Quality(w) => !w.aggregate().is_empty(),
-        }
+        each_family!(AnyWindow, self, w => !w.aggregate().is_empty())
     }
 
     fn is_idle(&self) -> bool {
-        use AnyWindow as W;
-        match self {
-            W::Binary(w) => w.is_idle(),
-            W::Multiclass(w) => w.is_idle(),
-            W::Regression(w) => w.is_idle(),
-            W::Latency(w) => w.is_idle(),
-            W::LatencyUnder(w) => w.is_idle(),
-            W::Reliability(w) => w.is_idle(),
-            W::Labels(w) => w.is_idle(),
-            W::Drift(w) => w.is_idle(),
-            W::Quality(w) => w.is_idle(),
-        }
+        each_family!(AnyWindow, self, w => w.is_idle())
     }
 
     fn measure(&self, metric: Metric, window_ms: Millis, expected: &[f64]) -> Measured {
@@ -264,11 +369,40 @@ impl Series {
                     .or_insert_with(|| AnyWindow::new(self.family, self.len)),
             };
             match window.record(k, fact, self.threshold_ms) {
+                Recorded::Stored => stats.stored += 1,
+                Recorded::TooLate => stats.too_late += 1,
+            }
+        }
+    }
+
+    /// Merges `summary` (a shard's facts of interval `k`) for the whole model and, if the
+    /// series is segmented, for `segment`.
+    pub fn merge(
+        &mut self,
+        k: i64,
+        summary: &AnySummary,
+        segment: &[u32],
+        stats: &mut RecordStats,
+    ) {
+        let keys: [Option<&[u32]>; 2] = [Some(&[]), Some(segment).filter(|s| !s.is_empty())];
+        for key in keys.into_iter().flatten() {
+            let window = match self.windows.get_mut(key) {
+                Some(w) => w,
+                None => self
+                    .windows
+                    .entry(key.into())
+                    .or_insert_with(|| AnyWindow::new(self.family, self.len)),
+            };
+            match window.merge(k, summary) {
                 Some(Recorded::Stored) => stats.stored += 1,
                 Some(Recorded::TooLate) => stats.too_late += 1,
                 None => {}
             }
         }
+    }
+
+    pub fn threshold_ms(&self) -> f64 {
+        self.threshold_ms
     }
 
     /// Whether this series records `fact` at all.

@@ -24,6 +24,15 @@ struct Source {
     idle: bool,
 }
 
+/// How far one source has got: what a shard tells the evaluator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceProgress {
+    pub source: SourceId,
+    pub max_time: Option<Millis>,
+    pub idle: bool,
+    pub ended: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Watermark {
     allowed_lateness: Millis,
@@ -56,6 +65,33 @@ impl Watermark {
     /// The latest event time seen on any source.
     pub fn max_seen(&self) -> Option<Millis> {
         self.max_seen
+    }
+
+    /// Every source's progress.
+    pub fn progress(&self) -> Vec<SourceProgress> {
+        self.sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SourceProgress {
+                source: SourceId(i),
+                max_time: s.max_time,
+                idle: s.idle,
+                ended: s.ended,
+            })
+            .collect()
+    }
+
+    /// Takes `p` (another watermark's source) as the progress of `source`.
+    pub fn apply_progress(&mut self, source: SourceId, p: SourceProgress) {
+        if let Some(s) = self.sources.get_mut(source.0) {
+            if let Some(t) = p.max_time {
+                s.max_time = Some(s.max_time.map_or(t, |m| m.max(t)));
+                self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+            }
+            s.idle = p.idle;
+            s.ended = p.ended;
+        }
+        self.recompute();
     }
 
     pub fn observe(&mut self, source: SourceId, time: Millis) {

@@ -22,6 +22,18 @@ impl MulticlassSummary {
         self.n += 1;
     }
 
+    /// The same counts with every class id renamed.
+    pub fn map_classes(&self, rename: impl Fn(u32) -> u32) -> MulticlassSummary {
+        let mut out = MulticlassSummary {
+            n: self.n,
+            ..Default::default()
+        };
+        for ((t, p), c) in self.cells.iter() {
+            out.cells.add((rename(*t), rename(*p)), *c);
+        }
+        out
+    }
+
     /// Macro averages follow scikit-learn: the classes are those present as truth or
     /// prediction, and a class with a zero denominator scores 0.
     pub fn measure(&self, metric: Metric) -> Measured {

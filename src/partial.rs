@@ -1,0 +1,61 @@
+//! What a shard hands to the evaluator (SPEC "Architecture"): the global metrics of a
+//! model come from merging the partial summaries of every input partition, not from
+//! routing a model's traffic to one place.
+//!
+//! A shard is an engine over some input partitions that joins and summarises but does not
+//! evaluate ([`crate::engine::Engine::shard`]); an evaluator is an engine fed with the
+//! shards' batches ([`crate::engine::Engine::apply_batch`]). A batch carries, since the
+//! previous one: per series, segment (by value) and interval, the summary of the facts
+//! recorded; the model versions and first event times seen; the acks read; and how far
+//! each of the shard's sources has got. A shard closes a batch whenever its watermark
+//! reaches a new evaluation instant, so facts recorded after that point never reach an
+//! evaluation they would have missed in a single engine.
+
+use crate::event::Ack;
+use crate::series::AnySummary;
+use crate::time::Millis;
+use crate::watermark::SourceProgress;
+
+/// The facts of one series, segment and interval, summarised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartialItem {
+    pub model: u32,
+    /// Index of the series in the model's series (the same configuration on both sides).
+    pub series: u32,
+    /// The segment's dimension values, in the series' order (empty for the whole model
+    /// only, when the series has no dimensions).
+    pub segment: Vec<String>,
+    pub interval: i64,
+    pub summary: AnySummary,
+}
+
+/// The latest model version seen in an interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionSeen {
+    pub model: u32,
+    pub interval: i64,
+    pub time: Millis,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartialBatch {
+    pub items: Vec<PartialItem>,
+    pub versions: Vec<VersionSeen>,
+    /// Models seen for the first time, with the time of their first event.
+    pub started: Vec<(u32, Millis)>,
+    /// Per model, the class names behind the multiclass ids in `items`.
+    pub classes: Vec<(u32, Vec<String>)>,
+    pub acks: Vec<Ack>,
+    /// The shard's sources (by the shard's ids), as of the end of the batch.
+    pub progress: Vec<SourceProgress>,
+}
+
+impl PartialBatch {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+            && self.versions.is_empty()
+            && self.started.is_empty()
+            && self.acks.is_empty()
+    }
+}
