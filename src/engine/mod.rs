@@ -29,12 +29,14 @@ use crate::output::{
     BreachEvent, BreachKind, BurnRateFired, EscalationEvent, MetricSnapshot, Output,
     PagerDutyEvent, PagerDutyPayload, Segment,
 };
-use crate::partial::{PartialBatch, PartialItem, VersionSeen};
 use crate::profile::Profile;
-use crate::series::{AnySummary, Fact, RecordStats, SegmentKey, Series};
+use crate::series::{Fact, RecordStats, SegmentKey, Series};
+
+mod shard;
 use crate::summary::Measured;
 use crate::time::{format_duration, format_rfc3339, Millis};
 use crate::watermark::{SourceId, Watermark};
+use shard::ShardBuffer;
 
 /// Interned value ids reserved in every dimension.
 const OTHER: u32 = 0;
@@ -285,18 +287,6 @@ struct State {
     stats: EngineStats,
 }
 
-/// What a shard has summarised since its last batch.
-#[derive(Debug, Clone, Default)]
-struct ShardBuffer {
-    items: BTreeMap<(u32, u32, SegmentKey, i64), AnySummary>,
-    versions: BTreeSet<(u32, i64)>,
-    started: Vec<(u32, Millis)>,
-    acks: Vec<Ack>,
-    ready: Vec<PartialBatch>,
-    /// The evaluation instant the last batch was closed at.
-    closed_at: Option<i64>,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AckEntry {
     target: AckTargetState,
@@ -357,141 +347,6 @@ impl Engine {
     }
 
     /// The engine's whole state as bytes (pending outputs excluded: poll them first).
-    /// A shard: joins and summarises its sources' events into [`PartialBatch`]es for an
-    /// evaluator ([`Engine::apply_batch`]) instead of evaluating them itself.
-    pub fn shard(config: Arc<SlaConfig>) -> Engine {
-        let mut e = Engine::new(config);
-        e.state.shard = true;
-        e
-    }
-
-    /// A shard's batches since the last call, the last one closed now.
-    pub fn take_batches(&mut self) -> Vec<PartialBatch> {
-        self.close_batch();
-        std::mem::take(&mut self.state.buffer.ready)
-    }
-
-    fn close_batch(&mut self) {
-        let state = &mut self.state;
-        let buffer = &mut state.buffer;
-        let mut batch = PartialBatch {
-            progress: state.watermark.progress(),
-            started: std::mem::take(&mut buffer.started),
-            acks: std::mem::take(&mut buffer.acks),
-            ..PartialBatch::default()
-        };
-        let mut multiclass: BTreeSet<u32> = BTreeSet::new();
-        for ((model, series, key, interval), summary) in std::mem::take(&mut buffer.items) {
-            let ms = &state.models[model as usize];
-            let s = &ms.series[series as usize];
-            if matches!(summary, AnySummary::Multiclass(_)) {
-                multiclass.insert(model);
-            }
-            batch.items.push(PartialItem {
-                model,
-                series,
-                segment: s
-                    .dims
-                    .iter()
-                    .zip(key.iter())
-                    .map(|(&d, &id)| ms.values[d].name(id).to_string())
-                    .collect(),
-                interval,
-                summary,
-            });
-        }
-        for (model, interval) in std::mem::take(&mut buffer.versions) {
-            if let Some((time, version)) = state.models[model as usize].versions.get(&interval) {
-                batch.versions.push(VersionSeen {
-                    model,
-                    interval,
-                    time: *time,
-                    version: version.clone(),
-                });
-            }
-        }
-        batch.classes = multiclass
-            .into_iter()
-            .map(|m| (m, state.models[m as usize].classes.values.clone()))
-            .collect();
-        buffer.ready.push(batch);
-    }
-
-    /// Applies a shard's batch: `sources[i]` is this engine's source for the shard's
-    /// source `i`. The evaluator's windows, incidents and outputs then follow from every
-    /// shard's batches as a single engine's would from all the events.
-    pub fn apply_batch(&mut self, sources: &[SourceId], batch: PartialBatch) {
-        for (model, time) in batch.started {
-            self.start(model as usize, time);
-        }
-        for v in batch.versions {
-            if let Some(ms) = self.state.models.get_mut(v.model as usize) {
-                match ms.versions.get_mut(&v.interval) {
-                    Some(latest) if latest.0 > v.time => {}
-                    Some(latest) => *latest = (v.time, v.version),
-                    None => {
-                        ms.versions.insert(v.interval, (v.time, v.version));
-                    }
-                }
-            }
-        }
-        let class_ids: BTreeMap<u32, Vec<u32>> = batch
-            .classes
-            .iter()
-            .filter_map(|(m, names)| {
-                let ms = self.state.models.get_mut(*m as usize)?;
-                Some((
-                    *m,
-                    names
-                        .iter()
-                        .map(|n| ms.classes.intern(n, MAX_CLASSES))
-                        .collect(),
-                ))
-            })
-            .collect();
-        let max_segments = self.config.defaults.max_segments;
-        let mut stats = RecordStats::default();
-        for mut item in batch.items {
-            let Some(ms) = self.state.models.get_mut(item.model as usize) else {
-                continue;
-            };
-            let Some(series) = ms.series.get_mut(item.series as usize) else {
-                continue;
-            };
-            let mut key: Vec<u32> = series
-                .dims
-                .iter()
-                .zip(&item.segment)
-                .map(|(&d, v)| match v.as_str() {
-                    "__other__" => OTHER,
-                    "__missing__" => MISSING,
-                    v => ms.values[d].intern(v, max_segments),
-                })
-                .collect();
-            if !key.is_empty() && !series.has_segment(&key) && series.segment_count() > max_segments
-            {
-                key.iter_mut().for_each(|v| *v = OTHER);
-                self.state.stats.segment_overflow += 1;
-            }
-            if let Some(ids) = class_ids.get(&item.model) {
-                item.summary
-                    .map_classes(|id| ids.get(id as usize).copied().unwrap_or(OTHER));
-            }
-            series.merge(item.interval, &item.summary, &key, &mut stats);
-        }
-        self.state.stats.too_late += u64::from(stats.too_late);
-        for ack in batch.acks {
-            // The shard checked its target; what remains to judge is the incident.
-            let _ = self.handle_ack(ack);
-        }
-        for p in batch.progress {
-            if let Some(&s) = sources.get(p.source.0) {
-                self.state.watermark.apply_progress(s, p);
-            }
-        }
-        self.advance();
-    }
-
     pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
         postcard::to_stdvec(&self.state).map_err(SnapshotError)
     }
@@ -932,23 +787,7 @@ impl Engine {
     fn record(&mut self, mi: usize, time: Millis, fact: Fact, dims: &[u32]) {
         let k = time.div_euclid(self.every);
         if self.state.shard {
-            let ms = &self.state.models[mi];
-            for (si, s) in ms.series.iter().enumerate() {
-                if !s.uses(&fact) {
-                    continue;
-                }
-                let key: SegmentKey = s
-                    .dims
-                    .iter()
-                    .map(|&d| dims.get(d).copied().unwrap_or(MISSING))
-                    .collect();
-                self.state
-                    .buffer
-                    .items
-                    .entry((mi as u32, si as u32, key, k))
-                    .or_insert_with(|| AnySummary::new(s.family))
-                    .record(fact, s.threshold_ms());
-            }
+            self.record_partial(mi, k, fact, dims);
             return;
         }
         let max_segments = self.config.defaults.max_segments;
@@ -1009,21 +848,7 @@ impl Engine {
             return;
         };
         if self.state.shard {
-            // A shard only expires what waited too long; batches end at each instant the
-            // watermark reaches, for the evaluator to evaluate there.
-            for e in self.state.join.expire_before(wm) {
-                self.record_unlabeled(e.model as usize, e.unlabeled);
-            }
-            let instant = wm.div_euclid(self.every);
-            match self.state.buffer.closed_at {
-                // Evaluation starts at the instant after the first event's.
-                None => self.state.buffer.closed_at = Some(instant),
-                Some(c) if instant > c => {
-                    self.state.buffer.closed_at = Some(instant);
-                    self.close_batch();
-                }
-                Some(_) => {}
-            }
+            self.advance_shard(wm);
             return;
         }
         loop {
