@@ -10,7 +10,6 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use slaguard::decode;
 use slaguard::engine::Engine;
-use slaguard::event::Event;
 use slaguard::output::Output;
 use slaguard::watermark::SourceId;
 
@@ -18,45 +17,11 @@ use slaguard::watermark::SourceId;
 fn shards_and_an_evaluator_equal_a_single_engine() {
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = common::write_scenario(dir.path(), &common::golden_spec());
-    let without_acks = slaguard::replay::ReplayInputs {
-        acks: None,
-        ..inputs.clone()
-    };
-    let (_, _, out) = common::replay_inputs(dir.path(), &without_acks, "files");
-    let lines = |name: &str| -> Vec<String> {
-        std::fs::read_to_string(out.join(name))
-            .expect("output")
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
-    let (expected_metrics, expected_breaches) = (lines("metrics.jsonl"), lines("breaches.jsonl"));
+    // The partitions carry no acks, nor does the file replay they are compared with.
+    let (expected_metrics, expected_breaches) = common::replay_without_acks(dir.path(), &inputs);
     let cfg = common::load_config(&dir.path().join("sla.yaml"));
-
-    // Partitions as Kafka makes them: inferences and labels both keyed by request_id.
     const P: usize = 4;
-    let hash = |k: &str| {
-        k.bytes()
-            .fold(17u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b))) as usize
-            % P
-    };
-    let mut parts: Vec<Vec<Event>> = vec![Vec::new(); 2 * P];
-    for l in std::fs::read_to_string(&inputs.inferences)
-        .expect("read")
-        .lines()
-    {
-        if let Ok(e) = decode::inference(l.as_bytes()) {
-            parts[hash(&e.request_id)].push(Event::Inference(e));
-        }
-    }
-    for l in std::fs::read_to_string(&inputs.labels)
-        .expect("read")
-        .lines()
-    {
-        if let Ok(e) = decode::label(l.as_bytes()) {
-            parts[P + hash(&e.request_id)].push(Event::Label(e));
-        }
-    }
+    let parts = common::golden_partitions(&inputs, P);
 
     for (seed, shards) in [(0u64, 1usize), (1, 2), (2, 2), (3, 3), (4, 3)] {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

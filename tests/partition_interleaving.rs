@@ -8,9 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
-use slaguard::decode;
 use slaguard::engine::Engine;
-use slaguard::event::Event;
 use slaguard::output::Output;
 
 #[test]
@@ -18,44 +16,10 @@ fn partition_interleaving_does_not_change_outputs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = common::write_scenario(dir.path(), &common::golden_spec());
     // The partitions carry no acks, nor does the file replay they are compared with.
-    let without_acks = slaguard::replay::ReplayInputs {
-        acks: None,
-        ..inputs.clone()
-    };
-    let (_, _, out) = common::replay_inputs(dir.path(), &without_acks, "files");
-    let lines = |name: &str| -> Vec<String> {
-        std::fs::read_to_string(out.join(name))
-            .expect("output")
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
-    let (expected_metrics, expected_breaches) = (lines("metrics.jsonl"), lines("breaches.jsonl"));
+    let (expected_metrics, expected_breaches) = common::replay_without_acks(dir.path(), &inputs);
     let cfg = common::load_config(&dir.path().join("sla.yaml"));
-
     const P: usize = 4;
-    let hash = |k: &str| {
-        k.bytes()
-            .fold(17u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b))) as usize
-            % P
-    };
-    let mut parts: Vec<Vec<Event>> = vec![Vec::new(); 2 * P];
-    for l in std::fs::read_to_string(&inputs.inferences)
-        .expect("read")
-        .lines()
-    {
-        if let Ok(e) = decode::inference(l.as_bytes()) {
-            parts[hash(&e.request_id)].push(Event::Inference(e));
-        }
-    }
-    for l in std::fs::read_to_string(&inputs.labels)
-        .expect("read")
-        .lines()
-    {
-        if let Ok(e) = decode::label(l.as_bytes()) {
-            parts[P + hash(&e.request_id)].push(Event::Label(e));
-        }
-    }
+    let parts = common::golden_partitions(&inputs, P);
     for seed in 0..4u64 {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut engine = Engine::new(Arc::clone(&cfg));

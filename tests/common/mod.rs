@@ -87,3 +87,46 @@ pub fn segment_key(v: &Value) -> String {
 pub fn minute_of(start: i64, v: &Value) -> i64 {
     (millis(v) - start) / 60_000
 }
+
+/// The golden scenario's inferences and labels split into `p` partitions each, keyed by
+/// request_id as Kafka partitions them: `p` inference partitions, then `p` label ones.
+pub fn golden_partitions(inputs: &ReplayInputs, p: usize) -> Vec<Vec<slaguard::event::Event>> {
+    use slaguard::decode;
+    use slaguard::event::Event;
+    let hash = |k: &str| {
+        k.bytes()
+            .fold(17u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b))) as usize
+            % p
+    };
+    let mut parts: Vec<Vec<Event>> = vec![Vec::new(); 2 * p];
+    let read = |path: &Path| std::fs::read_to_string(path).expect("read input");
+    for l in read(&inputs.inferences).lines() {
+        if let Ok(e) = decode::inference(l.as_bytes()) {
+            parts[hash(&e.request_id)].push(Event::Inference(e));
+        }
+    }
+    for l in read(&inputs.labels).lines() {
+        if let Ok(e) = decode::label(l.as_bytes()) {
+            parts[p + hash(&e.request_id)].push(Event::Label(e));
+        }
+    }
+    parts
+}
+
+/// The metric snapshots and breach events of a replay of the scenario in `dir` without
+/// its acks, as lines.
+pub fn replay_without_acks(dir: &Path, inputs: &ReplayInputs) -> (Vec<String>, Vec<String>) {
+    let without_acks = ReplayInputs {
+        acks: None,
+        ..inputs.clone()
+    };
+    let (_, _, out) = replay_inputs(dir, &without_acks, "files");
+    let lines = |name: &str| -> Vec<String> {
+        std::fs::read_to_string(out.join(name))
+            .expect("output")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    (lines("metrics.jsonl"), lines("breaches.jsonl"))
+}
