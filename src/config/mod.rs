@@ -66,7 +66,8 @@ pub struct Defaults {
     pub label_ttl: Millis,
     pub early_label_ttl: Millis,
     pub idle_timeout: Millis,
-    /// Pending join entries (predictions, early labels, duplicate guards) per input partition.
+    /// Pending join entries (predictions, early labels, duplicate guards) per input source
+    /// (a partition for `run`, a file for a replay).
     pub max_pending: usize,
     /// Distinct segment values per objective before new values are folded into `__other__`.
     pub max_segments: usize,
