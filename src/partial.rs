@@ -10,6 +10,12 @@
 //! each of the shard's sources has got. A shard closes a batch whenever its watermark
 //! reaches a new evaluation instant, so facts recorded after that point never reach an
 //! evaluation they would have missed in a single engine.
+//!
+//! When partitions move between shards, a fresh shard re-reads them up to where their
+//! previous owners stopped ([`crate::engine::Engine::begin_replay`]): re-read events
+//! rebuild the pending join state without counting again, nothing expires until the
+//! re-read ends, and then only the predictions whose deadline the previous owner's
+//! watermark had not passed are counted as expired.
 
 use crate::event::Ack;
 use crate::series::AnySummary;

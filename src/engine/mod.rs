@@ -102,6 +102,8 @@ pub struct Pred {
     kind: PredKind,
     /// Interned values of the model's dimensions.
     dims: Box<[u32]>,
+    /// The source it came from (a shard rebuilding a moved partition needs it).
+    source: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -280,6 +282,15 @@ struct State {
     /// A shard's batch in the making; take the batches before a snapshot.
     #[serde(skip)]
     buffer: ShardBuffer,
+    /// A shard rebuilding moved partitions: per source, the watermark up to which the
+    /// previous owner already counted expired predictions.
+    counted_through: BTreeMap<usize, Millis>,
+    /// Set while a shard re-reads an event its previous owner already summarised.
+    #[serde(skip)]
+    replaying: bool,
+    /// Set while a shard re-reads moved partitions up to where their previous owners had
+    /// read: nothing expires meanwhile.
+    rebuilding: bool,
     /// Open incident id → (model, objective, segment).
     open: BTreeMap<String, (usize, usize, SegmentKey)>,
     /// Escalation deadlines: (due, incident id).
@@ -334,6 +345,9 @@ impl Engine {
             emitted_through: None,
             shard: false,
             buffer: ShardBuffer::default(),
+            counted_through: BTreeMap::new(),
+            replaying: false,
+            rebuilding: false,
             open: BTreeMap::new(),
             escalations: BTreeSet::new(),
             stats: EngineStats::default(),
@@ -595,6 +609,7 @@ impl Engine {
                 Pred {
                     kind,
                     dims: dims.clone(),
+                    source: source.0 as u32,
                 },
             ),
             None => {
@@ -752,8 +767,11 @@ impl Engine {
         };
         self.state.stats.acks += 1;
         if let Some(ack) = forward {
-            // A shard hands acks on to the evaluator, which holds the incidents.
-            self.state.buffer.acks.push(ack);
+            // A shard hands acks on to the evaluator, which holds the incidents (a re-read
+            // one was handed on by the partition's previous owner).
+            if !self.state.replaying {
+                self.state.buffer.acks.push(ack);
+            }
             return Ok(());
         }
         let (position, raw) = match ack.origin {

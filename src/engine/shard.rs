@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use super::{Engine, MAX_CLASSES, MISSING, OTHER};
 use crate::config::SlaConfig;
-use crate::event::Ack;
+use crate::dead_letter::Reason;
+use crate::event::{Ack, Event};
 use crate::partial::{PartialBatch, PartialItem, VersionSeen};
 use crate::series::{AnySummary, Fact, RecordStats, SegmentKey};
 use crate::time::Millis;
@@ -162,8 +163,41 @@ impl Engine {
         self.advance();
     }
 
+    /// A fresh shard is about to re-read partitions that other owners had read (after a
+    /// rebalance): until [`Engine::end_replay`], nothing expires, so that a prediction
+    /// whose label is re-read too meets it as it did before.
+    pub fn begin_replay(&mut self) {
+        self.state.rebuilding = true;
+    }
+
+    /// An event a partition's previous owner already read and summarised: it rebuilds the
+    /// join state, but the facts it makes were counted then. (Facts a later, first-read
+    /// event makes with it count.)
+    pub fn handle_replayed(&mut self, source: SourceId, event: Event) -> Result<(), Reason> {
+        self.state.replaying = true;
+        let result = self.handle(source, event);
+        self.state.replaying = false;
+        result
+    }
+
+    /// Every re-read partition has reached where its previous owner stopped: what waited
+    /// too long expires now, except what the previous owners had already counted.
+    pub fn end_replay(&mut self) {
+        self.state.rebuilding = false;
+        self.advance();
+    }
+
+    /// The previous owner of `source`'s partition had expired, and counted, the
+    /// predictions whose deadline is before `watermark`.
+    pub fn set_counted_through(&mut self, source: SourceId, watermark: Millis) {
+        self.state.counted_through.insert(source.0, watermark);
+    }
+
     /// Records `fact` at interval `k` into the batch in the making.
     pub(super) fn record_partial(&mut self, mi: usize, k: i64, fact: Fact, dims: &[u32]) {
+        if self.state.replaying {
+            return;
+        }
         let ms = &self.state.models[mi];
         for (si, s) in ms.series.iter().enumerate() {
             if !s.uses(&fact) {
@@ -186,8 +220,22 @@ impl Engine {
     /// A shard only expires what waited too long; a batch ends at each instant the
     /// watermark reaches, for the evaluator to evaluate there.
     pub(super) fn advance_shard(&mut self, wm: Millis) {
+        // While re-reading, nothing expires: a prediction whose label is re-read too must
+        // meet it as it did before (the join, or the label after the deadline, was counted
+        // then).
+        if self.state.rebuilding {
+            return;
+        }
         for e in self.state.join.expire_before(wm) {
-            self.record_unlabeled(e.model as usize, e.unlabeled);
+            let source = e.unlabeled.prediction.source as usize;
+            let counted = self
+                .state
+                .counted_through
+                .get(&source)
+                .is_some_and(|w| e.unlabeled.deadline < *w);
+            if !counted {
+                self.record_unlabeled(e.model as usize, e.unlabeled);
+            }
         }
         let instant = wm.div_euclid(self.every);
         match self.state.buffer.closed_at {
