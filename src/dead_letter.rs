@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Which input stream a message came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InputKind {
     Inferences,
@@ -40,7 +40,7 @@ pub enum Position {
 }
 
 /// A message as it arrived: enough to write it to a dead-letter output unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub input: InputKind,
     pub position: Position,

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::dead_letter::Origin;
 use crate::time::Millis;
 
@@ -65,14 +67,14 @@ pub struct Label {
     pub value: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AckAction {
     Acknowledge,
     Resolve,
 }
 
 /// Which incident an acknowledgement is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AckTarget {
     Incident(String),
     /// The incident open now for this model, objective and segment (`{}` = whole model).
@@ -84,7 +86,7 @@ pub enum AckTarget {
 }
 
 /// A person or pager bridge acknowledging or resolving an incident.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ack {
     pub target: AckTarget,
     pub action: AckAction,

@@ -17,13 +17,15 @@
 //! re-read ends, and then only the predictions whose deadline the previous owner's
 //! watermark had not passed are counted as expired.
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::Ack;
 use crate::series::AnySummary;
 use crate::time::Millis;
 use crate::watermark::SourceProgress;
 
 /// The facts of one series, segment and interval, summarised.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartialItem {
     pub model: u32,
     /// Index of the series in the model's series (the same configuration on both sides).
@@ -36,7 +38,7 @@ pub struct PartialItem {
 }
 
 /// The latest model version seen in an interval.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionSeen {
     pub model: u32,
     pub interval: i64,
@@ -44,7 +46,8 @@ pub struct VersionSeen {
     pub version: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One batch; `to_bytes` / `from_bytes` are its wire form (postcard) between instances.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PartialBatch {
     pub items: Vec<PartialItem>,
     pub versions: Vec<VersionSeen>,
@@ -57,7 +60,20 @@ pub struct PartialBatch {
     pub progress: Vec<SourceProgress>,
 }
 
+/// A batch that could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("unreadable partial batch: {0}")]
+pub struct BatchError(postcard::Error);
+
 impl PartialBatch {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, BatchError> {
+        postcard::to_stdvec(self).map_err(BatchError)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<PartialBatch, BatchError> {
+        postcard::from_bytes(bytes).map_err(BatchError)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
             && self.versions.is_empty()

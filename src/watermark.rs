@@ -25,7 +25,7 @@ struct Source {
 }
 
 /// How far one source has got: what a shard tells the evaluator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceProgress {
     pub source: SourceId,
     pub max_time: Option<Millis>,

@@ -34,6 +34,14 @@ fn a_partition_moving_between_shards_changes_nothing() {
     }
 }
 
+/// A batch as another instance receives it: through its wire form.
+fn wire(batch: slaguard::partial::PartialBatch) -> slaguard::partial::PartialBatch {
+    let bytes = batch.to_bytes().expect("serialises");
+    let back = slaguard::partial::PartialBatch::from_bytes(&bytes).expect("reads back");
+    assert_eq!(back, batch);
+    back
+}
+
 struct Golden {
     _dir: tempfile::TempDir,
     cfg: Arc<slaguard::config::SlaConfig>,
@@ -88,7 +96,7 @@ impl Golden {
                 // pair on another shard.
                 for (shard, e) in shard_engines.iter_mut().enumerate() {
                     for batch in e.take_batches() {
-                        evaluator.apply_batch(&mapping[shard], batch);
+                        evaluator.apply_batch(&mapping[shard], wire(batch));
                     }
                     for (i, (s, _)) in at.iter().enumerate() {
                         if *s == shard {
@@ -114,7 +122,7 @@ impl Golden {
                 shard_engines[shard].end_source(local);
             }
             for batch in shard_engines[shard].take_batches() {
-                evaluator.apply_batch(&mapping[shard], batch);
+                evaluator.apply_batch(&mapping[shard], wire(batch));
             }
             outputs.extend(std::iter::from_fn(|| evaluator.poll_output()));
         }
