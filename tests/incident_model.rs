@@ -34,6 +34,9 @@ struct Case {
 
 const TARGET: f64 = 0.8;
 
+/// Fixed, so that every run tries the same cases.
+const SEED: u64 = 5;
+
 fn yaml(s: &Settings) -> String {
     let mut objective = format!(
         "{{name: availability, metric: availability, op: \">=\", target: {TARGET}, window: 1m, for: {}, clear_for: {}, min_samples: {}",
@@ -146,7 +149,8 @@ fn reference(case: &Case, last_instant: i64) -> Vec<Out> {
         .iter()
         .map(|&(m, sec, r)| (T0 + m as i64 * MINUTE + i64::from(sec) * 1000, r))
         .collect();
-    acks.sort();
+    // Acks at the same time apply in the order they were read.
+    acks.sort_by_key(|a| a.0);
     let mut acks: VecDeque<(i64, bool)> = acks.into();
     for k in 0..case.minutes.len() {
         let at = T0 + (k as i64 + 1) * MINUTE;
@@ -360,7 +364,11 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 200,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(SEED),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_engine_agrees_with_the_reference_model(case in case()) {
