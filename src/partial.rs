@@ -73,11 +73,4 @@ impl PartialBatch {
     pub fn from_bytes(bytes: &[u8]) -> Result<PartialBatch, BatchError> {
         postcard::from_bytes(bytes).map_err(BatchError)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-            && self.versions.is_empty()
-            && self.started.is_empty()
-            && self.acks.is_empty()
-    }
 }

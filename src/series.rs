@@ -217,10 +217,6 @@ impl AnySummary {
         each_family!(AnySummary, self, s => s.apply(&fact, threshold_ms))
     }
 
-    pub fn is_empty(&self) -> bool {
-        each_family!(AnySummary, self, s => s.is_empty())
-    }
-
     /// The multiclass summary's class ids, renamed (a shard's ids into the evaluator's).
     pub fn map_classes(&mut self, rename: impl Fn(u32) -> u32) {
         if let AnySummary::Multiclass(m) = self {

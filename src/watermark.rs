@@ -83,11 +83,11 @@ impl Watermark {
 
     /// Takes `p` (another watermark's source) as the progress of `source`.
     pub fn apply_progress(&mut self, source: SourceId, p: SourceProgress) {
-        if let Some(s) = self.sources.get_mut(source.0) {
+        if source.0 < self.sources.len() {
             if let Some(t) = p.max_time {
-                s.max_time = Some(s.max_time.map_or(t, |m| m.max(t)));
-                self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+                self.reach(source, t);
             }
+            let s = &mut self.sources[source.0];
             s.idle = p.idle;
             s.ended = p.ended;
         }
@@ -95,12 +95,19 @@ impl Watermark {
     }
 
     pub fn observe(&mut self, source: SourceId, time: Millis) {
+        self.reach(source, time);
         if let Some(s) = self.sources.get_mut(source.0) {
-            s.max_time = Some(s.max_time.map_or(time, |m| m.max(time)));
             s.idle = false;
         }
-        self.max_seen = Some(self.max_seen.map_or(time, |m| m.max(time)));
         self.recompute();
+    }
+
+    /// `source` (and so the stream) has got to `time`.
+    fn reach(&mut self, source: SourceId, time: Millis) {
+        if let Some(s) = self.sources.get_mut(source.0) {
+            s.max_time = Some(s.max_time.map_or(time, |m| m.max(time)));
+        }
+        self.max_seen = Some(self.max_seen.map_or(time, |m| m.max(time)));
     }
 
     pub fn end(&mut self, source: SourceId) {

@@ -822,8 +822,7 @@ impl Engine {
                     .iter()
                     .map(|&d| dims.get(d).copied().unwrap_or(MISSING)),
             );
-            if !key.is_empty() && !s.has_segment(&key) && s.segment_count() > max_segments {
-                key.iter_mut().for_each(|v| *v = OTHER);
+            if fold_overflow(s, &mut key, max_segments) {
                 self.state.stats.segment_overflow += 1;
             }
             s.record(k, fact, Some(&key), &mut stats);
@@ -1510,6 +1509,16 @@ fn escalation_event(
             },
         },
     }
+}
+
+/// Folds `key` into `__other__` when it is a new segment of a series that already holds
+/// `max_segments`; returns whether it did.
+fn fold_overflow(series: &Series, key: &mut [u32], max_segments: usize) -> bool {
+    let full = !key.is_empty() && !series.has_segment(key) && series.segment_count() > max_segments;
+    if full {
+        key.iter_mut().for_each(|v| *v = OTHER);
+    }
+    full
 }
 
 /// Builds a breach event for an incident of objective `oi` of model `mi`.

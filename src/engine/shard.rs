@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::{Engine, MAX_CLASSES, MISSING, OTHER};
+use super::{fold_overflow, Engine, MAX_CLASSES, MISSING, OTHER};
 use crate::config::SlaConfig;
 use crate::dead_letter::Reason;
 use crate::event::{Ack, Event};
@@ -133,15 +133,10 @@ impl Engine {
                 .dims
                 .iter()
                 .zip(&item.segment)
-                .map(|(&d, v)| match v.as_str() {
-                    "__other__" => OTHER,
-                    "__missing__" => MISSING,
-                    v => ms.values[d].intern(v, max_segments),
-                })
+                // `__other__` and `__missing__` intern to their reserved ids.
+                .map(|(&d, v)| ms.values[d].intern(v, max_segments))
                 .collect();
-            if !key.is_empty() && !series.has_segment(&key) && series.segment_count() > max_segments
-            {
-                key.iter_mut().for_each(|v| *v = OTHER);
+            if fold_overflow(series, &mut key, max_segments) {
                 self.state.stats.segment_overflow += 1;
             }
             if let Some(ids) = class_ids.get(&item.model) {

@@ -284,6 +284,8 @@ impl Report {
     ) -> Result<Report, ReportError> {
         let every = config.defaults.evaluate_every;
         let incidents = incidents(period, out.breaches, out.escalations)?;
+        let snapshots = whole_model(out.snapshots);
+        let ledger = whole_model(out.ledger);
         let mut first: Option<Millis> = None;
         let mut last: Option<Millis> = None;
         let mut objectives = Vec::new();
@@ -318,9 +320,8 @@ impl Report {
                     mtta_seconds: None,
                     mttr_seconds: None,
                 };
-                for s in out.snapshots.iter().filter(|s| {
-                    s.model_id == m.model_id && s.objective == o.name && s.segment.is_empty()
-                }) {
+                let key = (m.model_id.as_str(), o.name.as_str());
+                for s in snapshots.get(&key).into_iter().flatten() {
                     let t = time_of(&s.event_time, "metrics.jsonl")?;
                     if !period.holds_instant(t) {
                         continue;
@@ -339,7 +340,8 @@ impl Report {
                 r.attainment = r.compliance;
                 r.met = r.compliance.map(|c| c >= 1.0);
                 if RATIO_METRICS.contains(&o.metric) {
-                    let ratio = ratio_figures(o, period, &m.model_id, out.ledger)?;
+                    let ratio =
+                        ratio_figures(o, period, ledger.get(&key).map_or(&[], Vec::as_slice))?;
                     r.attainment_basis = "events";
                     r.attainment = ratio.value.map(|v| 1.0 - burn_rate::bad_share(o.op, v));
                     r.met = ratio.value.map(|v| o.op.holds(v, o.target));
@@ -390,18 +392,25 @@ impl Report {
     }
 }
 
+/// The whole model's snapshots (segment `{}`) of each (model, objective), in order.
+fn whole_model(lines: &[SnapshotLine]) -> BTreeMap<(&str, &str), Vec<&SnapshotLine>> {
+    let mut out: BTreeMap<(&str, &str), Vec<&SnapshotLine>> = BTreeMap::new();
+    for s in lines.iter().filter(|s| s.segment.is_empty()) {
+        out.entry((s.model_id.as_str(), s.objective.as_str()))
+            .or_default()
+            .push(s);
+    }
+    out
+}
+
 /// Adds up the ledger's per-interval snapshots of a ratio objective over the period.
 fn ratio_figures(
     o: &Objective,
     period: Period,
-    model_id: &str,
-    ledger: &[SnapshotLine],
+    ledger: &[&SnapshotLine],
 ) -> Result<RatioFigures, ReportError> {
     let (mut events, mut bad) = (0u64, 0u64);
-    for s in ledger
-        .iter()
-        .filter(|s| s.model_id == model_id && s.objective == o.name && s.segment.is_empty())
-    {
+    for s in ledger {
         if !period.holds_instant(time_of(&s.event_time, "ledger metrics")?) {
             continue;
         }
@@ -413,14 +422,8 @@ fn ratio_figures(
     }
     let budget = burn_rate::budget(o.op, o.target);
     let budget_events = budget * events as f64;
-    let value = (events > 0).then(|| {
-        let bad_share = bad as f64 / events as f64;
-        if o.op.higher_is_better() {
-            1.0 - bad_share
-        } else {
-            bad_share
-        }
-    });
+    // The bad share of a ratio is its own inverse: the ratio from the share of bad events.
+    let value = (events > 0).then(|| burn_rate::bad_share(o.op, bad as f64 / events as f64));
     let consumed = (budget_events > 0.0).then(|| bad as f64 / budget_events);
     Ok(RatioFigures {
         events,
