@@ -2,6 +2,8 @@
 //! and a generated stream whose `amount` shifts at a known minute — the PSI objective opens
 //! an incident then — while an unshifted feature never drifts over hours of data.
 
+mod common;
+
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
@@ -21,18 +23,6 @@ fn engine(dir: &std::path::Path, profile: &str, objectives: &str) -> Engine {
     Engine::new(Arc::new(
         config::parse(&yaml, "t.yaml", Some(dir)).unwrap_or_else(|e| panic!("{e}")),
     ))
-}
-
-fn snapshots(e: &mut Engine) -> Vec<slaguard::output::MetricSnapshot> {
-    std::iter::from_fn(|| e.poll_output())
-        .filter_map(|o| {
-            if let Output::Metric(m) = o {
-                Some(m)
-            } else {
-                None
-            }
-        })
-        .collect()
 }
 
 #[test]
@@ -75,7 +65,7 @@ fn data_quality_rates_on_crafted_events() {
     );
     e.handle_inference(s, &decode::inference(tick.as_bytes()).expect("valid"))
         .expect("accepted");
-    let snaps = snapshots(&mut e);
+    let snaps = common::metric_snapshots(&mut e);
     let value = |name: &str| {
         snaps
             .iter()
@@ -305,7 +295,7 @@ models:
     );
     e.handle_inference(s, &decode::inference(tick.as_bytes()).expect("valid"))
         .expect("accepted");
-    let snap = snapshots(&mut e)
+    let snap = common::metric_snapshots(&mut e)
         .into_iter()
         .find(|m| m.objective == "score-psi")
         .expect("snapshot");

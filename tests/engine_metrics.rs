@@ -1,6 +1,8 @@
 //! Metric families through the whole engine (join, windows, evaluation) on small crafted
 //! streams whose values can be worked out by hand.
 
+mod common;
+
 use std::sync::Arc;
 
 use slaguard::config;
@@ -40,15 +42,7 @@ fn feed(lines: &[(bool, String)]) -> Vec<MetricSnapshot> {
     e.end_source(inf);
     e.end_source(lab);
     e.finish();
-    std::iter::from_fn(|| e.poll_output())
-        .filter_map(|o| {
-            if let Output::Metric(m) = o {
-                Some(m)
-            } else {
-                None
-            }
-        })
-        .collect()
+    common::metric_snapshots(&mut e)
 }
 
 fn inf(id: usize, t: i64, predicted: &str, latency: f64, status: &str) -> (bool, String) {

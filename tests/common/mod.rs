@@ -130,3 +130,13 @@ pub fn replay_without_acks(dir: &Path, inputs: &ReplayInputs) -> (Vec<String>, V
     };
     (lines("metrics.jsonl"), lines("breaches.jsonl"))
 }
+
+/// The metric snapshots `e` has emitted so far (its other outputs are dropped).
+pub fn metric_snapshots(e: &mut Engine) -> Vec<slaguard::output::MetricSnapshot> {
+    std::iter::from_fn(|| e.poll_output())
+        .filter_map(|o| match o {
+            slaguard::output::Output::Metric(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
