@@ -255,6 +255,7 @@ pub async fn demo(
         ("acks".into(), 1),
     ];
     topics.extend(settings.output_topics().into_iter().map(|t| (t, 1)));
+    topics.extend(settings.internal_topics().into_iter().map(|t| (t, 1)));
     let mock = MockKafka::start(&topics)?;
     let settings = KafkaSettings::new(&mock.bootstrap);
     let schedule = schedule(&spec)?;

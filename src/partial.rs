@@ -63,7 +63,7 @@ pub struct PartialBatch {
 /// A batch that could not be read back.
 #[derive(Debug, thiserror::Error)]
 #[error("unreadable partial batch: {0}")]
-pub struct BatchError(postcard::Error);
+pub struct BatchError(#[from] postcard::Error);
 
 impl PartialBatch {
     pub fn to_bytes(&self) -> Result<Vec<u8>, BatchError> {
@@ -72,5 +72,39 @@ impl PartialBatch {
 
     pub fn from_bytes(bytes: &[u8]) -> Result<PartialBatch, BatchError> {
         postcard::from_bytes(bytes).map_err(BatchError)
+    }
+}
+
+impl PartialBatch {
+    /// Splits a batch in two whose application, first then second, equals applying it
+    /// whole: the items halved, what names them (classes) in both, what starts models
+    /// first, and the acks and progress — which may evaluate — last.
+    pub fn split(self) -> (PartialBatch, PartialBatch) {
+        let PartialBatch {
+            mut items,
+            versions,
+            started,
+            classes,
+            acks,
+            progress,
+        } = self;
+        let second_items = items.split_off(items.len() / 2);
+        (
+            PartialBatch {
+                items,
+                versions,
+                started,
+                classes: classes.clone(),
+                acks: Vec::new(),
+                progress: Vec::new(),
+            },
+            PartialBatch {
+                items: second_items,
+                classes,
+                acks,
+                progress,
+                ..PartialBatch::default()
+            },
+        )
     }
 }

@@ -37,6 +37,7 @@ fn compose_creates_the_right_topics() {
         .map(|(t, _)| t.to_string())
         .collect();
     wanted.extend(defaults.output_topics());
+    wanted.extend(defaults.internal_topics());
     let mut names: Vec<String> = created.iter().map(|(t, _)| t.clone()).collect();
     names.sort();
     wanted.sort();
@@ -46,6 +47,11 @@ fn compose_creates_the_right_topics() {
         partitions("inferences"),
         partitions("labels"),
         "co-partitioned"
+    );
+    assert_eq!(
+        partitions("sla.partials"),
+        Some(1),
+        "one partials partition"
     );
     assert_eq!(
         c["services"]["kafka"]["image"].as_str(),

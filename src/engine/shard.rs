@@ -42,6 +42,12 @@ impl Engine {
         std::mem::take(&mut self.state.buffer.ready)
     }
 
+    /// The batches closed at evaluation instants since the last call (the batch in the
+    /// making stays open).
+    pub fn ready_batches(&mut self) -> Vec<PartialBatch> {
+        std::mem::take(&mut self.state.buffer.ready)
+    }
+
     fn close_batch(&mut self) {
         let state = &mut self.state;
         let buffer = &mut state.buffer;
@@ -94,6 +100,24 @@ impl Engine {
     pub fn apply_batch(&mut self, sources: &[SourceId], batch: PartialBatch) {
         for (model, time) in batch.started {
             self.start(model as usize, time);
+        }
+        // An evaluator rebuilding from the middle of the shards' batches never saw a
+        // model start: it starts with its earliest interval there, as a rebuilding single
+        // engine starts with the first event it re-reads.
+        let mut unstarted: BTreeMap<u32, i64> = BTreeMap::new();
+        for item in &batch.items {
+            let started = self
+                .state
+                .models
+                .get(item.model as usize)
+                .is_none_or(|m| m.started);
+            if !started {
+                let k = unstarted.entry(item.model).or_insert(item.interval);
+                *k = (*k).min(item.interval);
+            }
+        }
+        for (model, interval) in unstarted {
+            self.start(model as usize, interval * self.every);
         }
         for v in batch.versions {
             if let Some(ms) = self.state.models.get_mut(v.model as usize) {

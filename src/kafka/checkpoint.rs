@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::KafkaShellError;
 use crate::config::SlaConfig;
 
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 /// (interval, first offset seen in it) for one partition, oldest first.
 pub type Marks = Vec<(i64, i64)>;
@@ -35,18 +35,23 @@ pub struct Checkpoint {
     pub partitions: Vec<(String, i32, Option<usize>)>,
     /// Next offset to read, per input partition.
     pub offsets: Vec<(String, i32, i64)>,
-    /// Per input partition: (interval, first offset) marks for rebuild offsets.
+    /// Per partition read: (interval, first offset) marks for rebuild offsets.
     pub marks: Vec<(String, i32, Marks)>,
+    /// The evaluator's engine source for each input partition (empty for a shard).
+    pub inputs: Vec<(String, i32, usize)>,
     pub engine: Vec<u8>,
 }
 
 /// What a commit says besides the offset, in its metadata: the event time up to which
-/// outputs were produced (a new owner rebuilding from the offset stays quiet up to there),
-/// the sequence number of the checkpoint it follows, and the partition's next offset to
-/// read (a rebuild does not dead-letter again what lies below it).
+/// outputs were produced (a new evaluator rebuilding from the offset stays quiet up to
+/// there), the shard's watermark (a new shard does not count again the expirations its
+/// predecessor counted before it), the sequence number of the checkpoint it follows, and
+/// the partition's next offset to read (a rebuild re-reads what lies below it without
+/// counting or dead-lettering it again).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CommitMark {
     pub resume: Option<crate::time::Millis>,
+    pub counted: Option<crate::time::Millis>,
     pub seq: u64,
     pub next: i64,
 }
@@ -55,10 +60,15 @@ const MARK: &str = "slaguard:";
 
 impl CommitMark {
     pub fn to_metadata(self) -> String {
-        let resume = self
-            .resume
-            .map_or(String::new(), crate::time::format_rfc3339);
-        format!("{MARK}resume={resume};seq={};next={}", self.seq, self.next)
+        let time =
+            |t: Option<crate::time::Millis>| t.map_or(String::new(), crate::time::format_rfc3339);
+        format!(
+            "{MARK}resume={};counted={};seq={};next={}",
+            time(self.resume),
+            time(self.counted),
+            self.seq,
+            self.next
+        )
     }
 
     /// `None` for metadata slaguard did not write.
@@ -67,8 +77,9 @@ impl CommitMark {
         for field in metadata.strip_prefix(MARK)?.split(';') {
             let (key, value) = field.split_once('=')?;
             match key {
-                "resume" if value.is_empty() => {}
+                "resume" | "counted" if value.is_empty() => {}
                 "resume" => mark.resume = Some(crate::time::parse_rfc3339(value)?),
+                "counted" => mark.counted = Some(crate::time::parse_rfc3339(value)?),
                 "seq" => mark.seq = value.parse().ok()?,
                 "next" => mark.next = value.parse().ok()?,
                 _ => {}
@@ -179,11 +190,13 @@ mod tests {
         for mark in [
             CommitMark {
                 resume: Some(1_793_534_400_000),
+                counted: None,
                 seq: 7,
                 next: 1234,
             },
             CommitMark {
                 resume: None,
+                counted: Some(1_793_530_800_000),
                 seq: 0,
                 next: 0,
             },
@@ -206,6 +219,7 @@ mod tests {
             partitions: Vec::new(),
             offsets: Vec::new(),
             marks: Vec::new(),
+            inputs: Vec::new(),
             engine: vec![seq as u8],
         };
         store.save(at(1)).expect("save");

@@ -4,6 +4,7 @@
 //! call, clock and file.
 
 pub mod checkpoint;
+pub mod partials;
 pub mod preflight;
 pub mod processor;
 pub mod sink;
@@ -114,6 +115,11 @@ impl KafkaSettings {
 
     pub fn output_topic(&self, what: &str) -> String {
         format!("{}{what}", self.output_prefix)
+    }
+
+    /// The topic between the two stages of `run`, with one partition (see [`partials`]).
+    pub fn internal_topics(&self) -> Vec<String> {
+        vec![self.output_topic("partials")]
     }
 
     pub fn output_topics(&self) -> Vec<String> {

@@ -1,16 +1,29 @@
-//! `slaguard run`: the engine as a Kafka consumer group.
+//! `slaguard run`: the engine as two Kafka consumer groups in every instance (SPEC §7).
 //!
-//! Every input partition is an engine source (the watermark is the minimum over them): an
-//! inferences or labels partition silent for `idle_timeout` of processing time stops
-//! holding it back, an acks partition as soon as it is read to its end. Outputs are
-//! produced as the engine emits them. At-least-once with nothing lost: a checkpoint first
-//! waits for every output to be acknowledged by the broker, then saves the engine state
-//! with the offsets it covers, and only then commits (with `--exactly-once`, commits the
-//! outputs' transaction together with) the offsets a successor would rebuild from. The
-//! same drain runs every `commit_interval`, when partitions are revoked, and at shutdown
-//! (SIGINT/SIGTERM). A restarted instance restores its checkpoint and reads on from the
-//! checkpoint's offsets; after a crash, outputs since the checkpoint are produced again
-//! with the same content and incident ids (not with `--exactly-once`: they were aborted).
+//! - The **shard** stage (group `<group>`) reads the input partitions it is assigned: it
+//!   joins predictions with their labels and summarises the facts into partial batches
+//!   ([`crate::partial`]), written to the internal topic `<prefix>partials` in Kafka
+//!   transactions that also commit its input offsets. Undecodable input is dead-lettered
+//!   in the same transaction.
+//! - The **evaluator** stage (group `<group>.evaluator`) reads the partials topic: it
+//!   merges every shard's batches into global per-model windows, evaluates each instant
+//!   once every input partition has reported past it (or gone idle), and produces the
+//!   metric, breach and escalation events — in transactions with its offsets under
+//!   `--exactly-once`, at least once otherwise.
+//!
+//! The results do not depend on the partition count nor on how partitions are spread
+//! over instances. Every input partition is a source of the watermark: an inferences or
+//! labels partition silent for `idle_timeout` of processing time stops holding it back,
+//! an acks partition as soon as it is read to its end.
+//!
+//! Each stage checkpoints the same way: wait for every output to be acknowledged, save the
+//! engine state with the offsets it covers, then commit (in the transaction, where there
+//! is one) the offsets a successor would rebuild from, with a [`CommitMark`]. This runs
+//! every `commit_interval`, when partitions are revoked, and at shutdown (SIGINT/SIGTERM).
+//! A restarted instance with the same assignment restores its checkpoint and reads on
+//! from its offsets; a new owner rebuilds: a shard re-reads its partitions from the
+//! rebuild offsets without counting again what its predecessor counted, an evaluator
+//! re-reads batches quietly up to where its predecessor's outputs reached.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -24,6 +37,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{fingerprint, Checkpoint, CheckpointStore, CommitMark};
+use super::partials::{self, PartialMessage, MAX_MESSAGE_BYTES};
 use super::sink::{Sink, SinkCounts};
 use super::{preflight, KafkaSettings, KafkaShellError};
 use crate::avro::Codecs;
@@ -44,26 +58,65 @@ pub struct RunOptions {
     /// How long the final drain may wait for outputs to be acknowledged.
     pub shutdown_timeout: Duration,
     /// Static group membership (`group.instance.id`): a restarted instance with the same
-    /// id takes its partitions back without a rebalance, and so restores its checkpoint.
+    /// id takes its partitions back without a rebalance, and so restores its checkpoints.
+    /// It also names the instance's transactional producers, so that a restart fences a
+    /// crashed predecessor at once.
     pub instance_id: Option<String>,
-    /// Kafka transactions: outputs and offsets of each checkpoint commit together.
+    /// Kafka transactions for the evaluator's outputs too: each checkpoint commits them
+    /// together with the offsets of the batches they came from.
     pub exactly_once: bool,
 }
 
 /// What a run did.
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {
+    /// Input messages read by the shard stage.
     pub messages: u64,
+    /// Partial batches read by the evaluator stage.
+    pub batches: u64,
+    /// Outputs of both stages (the shard writes dead letters and partials).
     pub outputs: SinkCounts,
     pub checkpoints: u64,
     pub failed_commits: u64,
+    /// Whether either stage restored a checkpoint at its first assignment.
     pub restored: bool,
 }
 
 type PartitionKey = (String, i32);
 
-/// Everything the message loop and the rebalance callbacks share.
+/// What one stage does with what it reads.
+enum Stage {
+    Shard(ShardStage),
+    Evaluator(EvaluatorStage),
+}
+
+struct ShardStage {
+    /// After a rebuild, per partition being re-read: messages below this offset were read
+    /// and summarised by the previous owner.
+    replay_until: BTreeMap<PartitionKey, i64>,
+}
+
+struct EvaluatorStage {
+    /// Every input partition and the engine source that shards' progress on it feeds.
+    inputs: BTreeMap<PartitionKey, SourceId>,
+    /// The input partitions at start-up, from the cluster's metadata.
+    known: Vec<PartitionKey>,
+    /// The latest interval any batch read so far reaches (for the rebuild marks).
+    reached: Option<i64>,
+}
+
+impl Stage {
+    fn name(&self) -> &'static str {
+        match self {
+            Stage::Shard(_) => "shard",
+            Stage::Evaluator(_) => "evaluator",
+        }
+    }
+}
+
+/// Everything a stage's message loop and its rebalance callbacks share.
 struct State {
+    stage: Stage,
     config: Arc<SlaConfig>,
     settings: KafkaSettings,
     codecs: Codecs,
@@ -72,7 +125,8 @@ struct State {
     store: CheckpointStore,
     fingerprint: [u8; 32],
     idle_timeout: Duration,
-    /// Assigned input partitions → engine source (None for acks).
+    /// Assigned partitions → engine source (a shard's input partitions; none for the
+    /// evaluator's partials partition).
     sources: BTreeMap<PartitionKey, Option<SourceId>>,
     /// Next offset to read, per partition consumed from.
     offsets: BTreeMap<PartitionKey, i64>,
@@ -100,6 +154,76 @@ struct State {
 }
 
 impl State {
+    fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<(), KafkaShellError> {
+        let key = (m.topic().to_string(), m.partition());
+        let offset = m.offset();
+        if self.skip_below.get(&key).is_some_and(|s| offset < *s) {
+            return Ok(());
+        }
+        match self.stage {
+            Stage::Shard(_) => self.handle_input(&key, m)?,
+            Stage::Evaluator(_) => self.handle_partials(&key, m)?,
+        }
+        self.offsets.insert(key.clone(), offset + 1);
+        self.last_message.insert(key.clone(), Instant::now());
+        self.idle.remove(&key);
+        Ok(())
+    }
+
+    /// A shard reads one input message.
+    fn handle_input(
+        &mut self,
+        key: &PartitionKey,
+        m: &BorrowedMessage<'_>,
+    ) -> Result<(), KafkaShellError> {
+        let Some(kind) = self.settings.role(&key.0) else {
+            return Ok(());
+        };
+        let (partition, offset) = (key.1, m.offset());
+        let payload = m.payload().unwrap_or(&[]);
+        let origin = || Origin {
+            input: kind,
+            position: Position::Offset {
+                topic: key.0.clone(),
+                partition,
+                offset,
+            },
+            raw: payload.to_vec(),
+        };
+        let source = match self.sources.get(key) {
+            Some(s) => *s,
+            None => {
+                // A partition we were not told about (cannot happen with the group protocol).
+                let s = Some(self.engine.add_source());
+                self.sources.insert(key.clone(), s);
+                s
+            }
+        };
+        let replay_until = match &self.stage {
+            Stage::Shard(shard) => shard.replay_until.get(key).copied(),
+            Stage::Evaluator(_) => None,
+        };
+        let replayed = replay_until.is_some_and(|u| offset < u);
+        let result = self.decode_and_apply(key, offset, kind, source, payload, &origin, replayed);
+        let seen = replayed || self.dead_below.get(key).is_some_and(|d| offset < *d);
+        if let (Err(reason), false) = (result, seen) {
+            self.sink.dead_letter(
+                &DeadLetter {
+                    origin: origin(),
+                    reason,
+                },
+                m.key(),
+            )?;
+        }
+        if replay_until.is_some_and(|u| offset + 1 >= u) {
+            self.replayed(key);
+        }
+        self.summary.messages += 1;
+        let batches = self.engine.ready_batches();
+        self.send_batches(batches)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn decode_and_apply(
         &mut self,
         key: &PartitionKey,
@@ -107,7 +231,8 @@ impl State {
         kind: InputKind,
         source: Option<SourceId>,
         payload: &[u8],
-        origin: impl Fn() -> Origin,
+        origin: &impl Fn() -> Origin,
+        replayed: bool,
     ) -> Result<(), Reason> {
         let format = self.settings.formats.input(kind);
         let event = match decode::event(kind, format, payload, &self.codecs)? {
@@ -119,17 +244,17 @@ impl State {
         };
         // Remember the first offset of each interval of event time: a rebuild restarts
         // from the interval that the oldest live state reaches back to.
-        let interval = event.time().div_euclid(self.every);
-        let marks = self.marks.entry(key.clone()).or_default();
-        if marks.back().is_none_or(|(k, _)| interval > *k) {
-            marks.push_back((interval, offset));
-        }
+        self.mark(key, event.time().div_euclid(self.every), offset);
         let source = source.unwrap_or(SourceId(usize::MAX));
         let ack_time = match &event {
             Event::Ack(a) => Some(a.timestamp),
             _ => None,
         };
-        let result = self.engine.handle(source, event);
+        let result = if replayed {
+            self.engine.handle_replayed(source, event)
+        } else {
+            self.engine.handle(source, event)
+        };
         if let Some(t) = ack_time {
             // An acks partition holds the watermark while it has unread acks (see
             // `check_idle`), so an ack is never read after the data passed its time.
@@ -138,51 +263,108 @@ impl State {
         result
     }
 
-    fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<(), KafkaShellError> {
-        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
-        let key = (topic.to_string(), partition);
-        if self.skip_below.get(&key).is_some_and(|s| offset < *s) {
+    fn mark(&mut self, key: &PartitionKey, interval: i64, offset: i64) {
+        let marks = self.marks.entry(key.clone()).or_default();
+        if marks.back().is_none_or(|(k, _)| interval > *k) {
+            marks.push_back((interval, offset));
+        }
+    }
+
+    /// A rebuilding shard has re-read `key` up to where its previous owner stopped; once
+    /// every such partition has, what waited too long expires.
+    fn replayed(&mut self, key: &PartitionKey) {
+        if let Stage::Shard(shard) = &mut self.stage {
+            if shard.replay_until.remove(key).is_some() && shard.replay_until.is_empty() {
+                tracing::info!(
+                    "re-read every moved partition up to where its previous owner stopped"
+                );
+                self.engine.end_replay();
+            }
+        }
+    }
+
+    /// Writes a shard's batches to the partials topic, each naming the input partition
+    /// behind each of the shard's sources.
+    fn send_batches(
+        &mut self,
+        batches: Vec<crate::partial::PartialBatch>,
+    ) -> Result<(), KafkaShellError> {
+        if batches.is_empty() {
             return Ok(());
         }
-        let Some(kind) = self.settings.role(topic) else {
+        let mut names: Vec<Option<PartitionKey>> = Vec::new();
+        for (k, s) in &self.sources {
+            if let Some(s) = s {
+                if names.len() <= s.0 {
+                    names.resize(s.0 + 1, None);
+                }
+                names[s.0] = Some(k.clone());
+            }
+        }
+        for batch in batches {
+            let message = PartialMessage {
+                sources: names.clone(),
+                batch,
+            };
+            let pieces = message
+                .encode(MAX_MESSAGE_BYTES)
+                .map_err(|e| KafkaShellError::Invalid(e.to_string()))?;
+            tracing::trace!(pieces = pieces.len(), "partial batch written");
+            for piece in pieces {
+                self.sink.partial(&piece)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The evaluator reads one message of partial batches.
+    fn handle_partials(
+        &mut self,
+        key: &PartitionKey,
+        m: &BorrowedMessage<'_>,
+    ) -> Result<(), KafkaShellError> {
+        let Stage::Evaluator(evaluator) = &mut self.stage else {
             return Ok(());
         };
-        let payload = m.payload().unwrap_or(&[]);
-        let origin = || Origin {
-            input: kind,
-            position: Position::Offset {
-                topic: topic.to_string(),
-                partition,
-                offset,
-            },
-            raw: payload.to_vec(),
-        };
-        let source = match self.sources.get(&key) {
-            Some(s) => *s,
-            None => {
-                // A partition we were not told about (cannot happen with the group protocol).
-                let s = Some(self.engine.add_source());
-                self.sources.insert(key.clone(), s);
-                s
+        let message = match PartialMessage::decode(m.payload().unwrap_or(&[])) {
+            Ok(message) => message,
+            Err(e) => {
+                // Written by an instance of another slaguard version: the facts in it are
+                // lost to the metrics.
+                tracing::error!(error = %e, topic = %key.0, partition = key.1, offset = m.offset(), "unreadable partial batch skipped");
+                return Ok(());
             }
         };
-        let result = self.decode_and_apply(&key, offset, kind, source, payload, origin);
-        let seen = self.dead_below.get(&key).is_some_and(|d| offset < *d);
-        if let (Err(reason), false) = (result, seen) {
-            self.sink.dead_letter(
-                &DeadLetter {
-                    origin: origin(),
-                    reason,
-                },
-                m.key(),
-            )?;
+        let mut sources = Vec::with_capacity(message.sources.len());
+        for name in message.sources {
+            sources.push(match name {
+                Some(k) => *evaluator
+                    .inputs
+                    .entry(k)
+                    .or_insert_with(|| self.engine.add_source()),
+                None => SourceId(usize::MAX),
+            });
         }
-        self.drain_engine()?;
-        self.offsets.insert(key.clone(), offset + 1);
-        self.last_message.insert(key.clone(), Instant::now());
-        self.idle.remove(&key);
-        self.summary.messages += 1;
-        Ok(())
+        let every = self.every;
+        let batch = message.batch;
+        let latest = batch
+            .items
+            .iter()
+            .map(|i| i.interval)
+            .chain(
+                batch
+                    .progress
+                    .iter()
+                    .filter_map(|p| p.max_time.map(|t| t.div_euclid(every))),
+            )
+            .max();
+        evaluator.reached = evaluator.reached.max(latest);
+        if let Some(reached) = evaluator.reached {
+            self.mark(key, reached, m.offset());
+        }
+        self.engine.apply_batch(&sources, batch);
+        self.summary.batches += 1;
+        self.drain_engine()
     }
 
     fn drain_engine(&mut self) -> Result<(), KafkaShellError> {
@@ -192,11 +374,27 @@ impl State {
         Ok(())
     }
 
-    /// Marks partitions idle, so that they stop holding the watermark: an inferences or
-    /// labels partition silent for `idle_timeout`, an acks partition as soon as it is read
-    /// to its end. Acks are rare, so their partitions are idle nearly always, yet while a
-    /// backlog of them waits (a restart catching up) they hold the data back until read.
+    /// Marks a shard's partitions idle, so that they stop holding the watermark: an
+    /// inferences or labels partition silent for `idle_timeout`, an acks partition as soon
+    /// as it is read to its end. Acks are rare, so their partitions are idle nearly
+    /// always, yet while a backlog of them waits (a restart catching up) they hold the
+    /// data back until read. Also ends the re-reading of moved partitions that have no
+    /// more messages to re-read.
     fn check_idle(&mut self) -> Result<(), KafkaShellError> {
+        let Stage::Shard(shard) = &self.stage else {
+            return Ok(());
+        };
+        let done: Vec<PartitionKey> = shard
+            .replay_until
+            .iter()
+            .filter(|(k, until)| {
+                self.offsets.get(*k).is_some_and(|o| o >= *until) || self.caught_up(k)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in done {
+            self.replayed(&k);
+        }
         let now = Instant::now();
         let mut due: Vec<(PartitionKey, SourceId)> = Vec::new();
         for (k, s) in &self.sources {
@@ -220,7 +418,8 @@ impl State {
             self.engine.set_source_idle(s, true);
             self.idle.insert(k);
         }
-        self.drain_engine()
+        let batches = self.engine.ready_batches();
+        self.send_batches(batches)
     }
 
     /// Whether every message of `key` written so far has been read.
@@ -266,13 +465,18 @@ impl State {
 
     /// Waits for every output to be acknowledged, saves the state and the exact offsets it
     /// covers, then commits the rebuild offsets with their [`CommitMark`], so that another
-    /// owner of these partitions can rebuild the state and stay quiet up to where outputs
-    /// reached. With `--exactly-once` the commit is the outputs' transaction.
+    /// owner of these partitions can rebuild the state. A transactional sink commits its
+    /// outputs with them.
     fn checkpoint<C: ConsumerContext>(
         &mut self,
         consumer: &impl Consumer<C>,
         timeout: Duration,
     ) -> Result<(), KafkaShellError> {
+        if let Stage::Shard(_) = self.stage {
+            // The batch in the making closes here: a successor starts after it.
+            let batches = self.engine.take_batches();
+            self.send_batches(batches)?;
+        }
         self.sink.flush(timeout)?;
         let partitions = self
             .sources
@@ -284,6 +488,14 @@ impl State {
             .iter()
             .map(|((t, p), o)| (t.clone(), *p, *o))
             .collect();
+        let inputs = match &self.stage {
+            Stage::Evaluator(e) => e
+                .inputs
+                .iter()
+                .map(|((t, p), s)| (t.clone(), *p, s.0))
+                .collect(),
+            Stage::Shard(_) => Vec::new(),
+        };
         let rebuild = self.rebuild_offsets();
         let seq = self.seq + 1;
         self.store.save(Checkpoint {
@@ -297,14 +509,17 @@ impl State {
                 .iter()
                 .map(|((t, p), m)| (t.clone(), *p, m.iter().copied().collect()))
                 .collect(),
+            inputs,
             engine: self.engine.snapshot()?,
         })?;
         self.seq = seq;
+        let shard = matches!(self.stage, Stage::Shard(_));
         let mut tpl = TopicPartitionList::new();
         for (t, p, o) in &rebuild {
             tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
             let mark = CommitMark {
                 resume: self.engine.emitted_through(),
+                counted: if shard { self.engine.watermark() } else { None },
                 seq,
                 next: self.offsets.get(&(t.clone(), *p)).copied().unwrap_or(*o),
             };
@@ -327,7 +542,7 @@ impl State {
             // commit that fails (coordinator moving, broker restarting) is retried at the
             // next checkpoint; a restart meanwhile skips what the checkpoint holds.
             if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                tracing::warn!(error = %e, "offset commit failed; retrying at the next checkpoint");
+                tracing::warn!(error = %e, stage = self.stage.name(), "offset commit failed; retrying at the next checkpoint");
                 self.summary.failed_commits += 1;
             }
         }
@@ -336,9 +551,8 @@ impl State {
     }
 
     /// Takes over `assigned` partitions: restores a checkpoint when one covers exactly
-    /// them with the same configuration (with `--exactly-once`, the one the last committed
-    /// transaction follows), else rebuilds from the committed offsets, quiet up to where
-    /// the previous owner's outputs reached.
+    /// them with the same configuration (with a transactional sink, the one the last
+    /// committed transaction follows), else rebuilds from the committed offsets.
     /// Returns whether a checkpoint was restored.
     fn assign(
         &mut self,
@@ -387,13 +601,30 @@ impl State {
                     .iter()
                     .map(|(t, p, m)| ((t.clone(), *p), m.iter().copied().collect()))
                     .collect();
+                match &mut self.stage {
+                    Stage::Shard(shard) => shard.replay_until.clear(),
+                    Stage::Evaluator(evaluator) => {
+                        evaluator.inputs = c
+                            .inputs
+                            .iter()
+                            .map(|(t, p, s)| ((t.clone(), *p), SourceId(*s)))
+                            .collect();
+                        evaluator.reached = self
+                            .marks
+                            .values()
+                            .filter_map(|m| m.back())
+                            .map(|(k, _)| *k)
+                            .max();
+                    }
+                }
                 self.skip_below = self.offsets.clone();
                 self.seq = self.seq.max(c.seq);
                 self.summary.restored = true;
-                tracing::info!(path = %self.store.path().display(), seq = c.seq, partitions = assigned.len(), "restored the checkpoint");
+                tracing::info!(stage = self.stage.name(), path = %self.store.path().display(), seq = c.seq, partitions = assigned.len(), "restored the checkpoint");
                 return Ok(true);
             }
-            tracing::warn!(
+            tracing::info!(
+                stage = self.stage.name(),
                 path = %self.store.path().display(),
                 same_partitions = same,
                 same_config = c.config == self.fingerprint,
@@ -401,27 +632,57 @@ impl State {
             );
         }
         self.marks.clear();
-        self.engine = Engine::new(Arc::clone(&self.config));
-        if let Some(t) = committed.values().filter_map(|m| m.resume).max() {
-            // Everything up to `t` was emitted by the previous owner of these partitions.
-            self.engine.quiet_until(t);
-            tracing::info!(until = %crate::time::format_rfc3339(t), "rebuilding state quietly up to where outputs were produced");
-        }
         self.dead_below = committed.iter().map(|(k, m)| (k.clone(), m.next)).collect();
-        self.sources = assigned
-            .into_iter()
-            .map(|k| {
-                let s = Some(self.engine.add_source());
-                (k, s)
-            })
-            .collect();
+        match &mut self.stage {
+            Stage::Shard(shard) => {
+                self.engine = Engine::shard(Arc::clone(&self.config));
+                self.sources = assigned
+                    .into_iter()
+                    .map(|k| (k, Some(self.engine.add_source())))
+                    .collect();
+                shard.replay_until.clear();
+                for (k, s) in &self.sources {
+                    let (Some(mark), Some(s)) = (committed.get(k), s) else {
+                        continue;
+                    };
+                    if let Some(w) = mark.counted {
+                        self.engine.set_counted_through(*s, w);
+                    }
+                    if self.start.get(k).is_some_and(|start| *start < mark.next) {
+                        shard.replay_until.insert(k.clone(), mark.next);
+                    }
+                }
+                if !shard.replay_until.is_empty() {
+                    tracing::info!(
+                        partitions = shard.replay_until.len(),
+                        "re-reading moved partitions up to where their previous owner stopped"
+                    );
+                    self.engine.begin_replay();
+                }
+            }
+            Stage::Evaluator(evaluator) => {
+                self.engine = Engine::new(Arc::clone(&self.config));
+                evaluator.inputs = evaluator
+                    .known
+                    .iter()
+                    .map(|k| (k.clone(), self.engine.add_source()))
+                    .collect();
+                evaluator.reached = None;
+                if let Some(t) = committed.values().filter_map(|m| m.resume).max() {
+                    // Everything up to `t` was emitted by the previous evaluator.
+                    self.engine.quiet_until(t);
+                    tracing::info!(until = %crate::time::format_rfc3339(t), "rebuilding the evaluator quietly up to where outputs were produced");
+                }
+                self.sources = assigned.into_iter().map(|k| (k, None)).collect();
+            }
+        }
         Ok(false)
     }
 }
 
-/// How far back in event time live state can reach: the longest label wait, the longest
-/// window, the allowed lateness and one interval. Rebuilding from this far back before the
-/// watermark restores every pending prediction and every window still to be evaluated.
+/// How far back in event time a shard's live state can reach: the longest label wait,
+/// the allowed lateness and one interval. Rebuilding from this far back before the
+/// watermark restores every pending prediction (and label waiting for its prediction).
 pub fn rebuild_horizon(config: &SlaConfig) -> Millis {
     let wait = config
         .models
@@ -429,13 +690,19 @@ pub fn rebuild_horizon(config: &SlaConfig) -> Millis {
         .map(|m| m.label_ttl.max(m.early_label_ttl))
         .max()
         .unwrap_or(0);
+    wait + config.defaults.allowed_lateness + config.defaults.evaluate_every
+}
+
+/// How far back in event time an evaluator's live state can reach: the longest window,
+/// the allowed lateness and one interval.
+pub fn evaluator_horizon(config: &SlaConfig) -> Millis {
     let window = config
         .models
         .iter()
         .flat_map(|m| m.objectives.iter().map(|o| o.window))
         .max()
         .unwrap_or(0);
-    wait + window + config.defaults.allowed_lateness + config.defaults.evaluate_every
+    window + config.defaults.allowed_lateness + config.defaults.evaluate_every
 }
 
 /// The consumer context: rebalances go through the same drain as shutdown.
@@ -488,7 +755,11 @@ impl GroupContext {
         if s.sources.is_empty() {
             return;
         }
-        tracing::info!(partitions = tpl.count(), "partitions revoked: draining");
+        tracing::info!(
+            stage = s.stage.name(),
+            partitions = tpl.count(),
+            "partitions revoked: draining"
+        );
         if let Err(e) = s.checkpoint(consumer, self.timeout) {
             tracing::error!(error = %e, "drain on revoke failed: offsets not committed");
             s.failure = Some(e);
@@ -502,7 +773,6 @@ impl GroupContext {
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
-        tracing::info!(partitions = assigned.len(), "partitions assigned");
         // What the previous owners of these partitions committed: offsets and marks.
         let (start, committed) = match consumer.committed_offsets(tpl.clone(), self.timeout) {
             Ok(c) => {
@@ -527,6 +797,11 @@ impl GroupContext {
             }
         };
         let mut s = lock(&self.state);
+        tracing::info!(
+            stage = s.stage.name(),
+            partitions = assigned.len(),
+            "partitions assigned"
+        );
         s.start = start;
         match s.assign(assigned, &committed) {
             Ok(true) => {
@@ -545,45 +820,44 @@ impl GroupContext {
     }
 }
 
-/// Runs the consumer group until `shutdown` is cancelled or an error stops it.
-pub async fn run(
-    config: Arc<SlaConfig>,
-    settings: KafkaSettings,
-    options: RunOptions,
-    shutdown: CancellationToken,
-) -> Result<RunSummary, KafkaShellError> {
-    preflight::check(&settings, true, Duration::from_secs(10))?;
-    let idle_timeout = Duration::from_millis(config.defaults.idle_timeout.max(0) as u64);
-    let state_config = Arc::clone(&config);
+/// One stage's consumer and shared state, ready to run.
+struct StageRunner {
+    state: Arc<Mutex<State>>,
+    consumer: StreamConsumer<GroupContext>,
+}
+
+/// A transactional id per instance and stage: a restarted instance fences its
+/// predecessor and aborts its open transaction.
+fn transactional_id(options: &RunOptions, stage: &str) -> String {
+    let instance = options.instance_id.clone().unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}-{nanos}", std::process::id())
+    });
+    format!("slaguard-{}-{stage}-{instance}", options.group)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stage_runner(
+    stage: Stage,
+    config: &Arc<SlaConfig>,
+    settings: &KafkaSettings,
+    options: &RunOptions,
+    group: &str,
+    topics: &[&str],
+    sink: Sink,
+    horizon: Millis,
+) -> Result<StageRunner, KafkaShellError> {
     let state = Arc::new(Mutex::new(State {
-        engine: Engine::new(Arc::clone(&config)),
-        sink: if options.exactly_once {
-            // One transactional id per instance: a restarted instance fences its
-            // predecessor and aborts its open transaction.
-            let id = format!(
-                "slaguard-{}-{}",
-                options.group,
-                options.instance_id.clone().unwrap_or_else(|| {
-                    let nanos = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos());
-                    format!("{}-{nanos}", std::process::id())
-                })
-            );
-            Sink::transactional(
-                &settings,
-                &config.sla_version,
-                &id,
-                options.shutdown_timeout,
-            )?
-        } else {
-            Sink::new(&settings, &config.sla_version)?
-        },
+        stage,
+        engine: Engine::new(Arc::clone(config)),
+        sink,
         codecs: Codecs::new()?,
-        store: CheckpointStore::new(&options.state_dir, &options.group),
-        fingerprint: fingerprint(&config),
-        idle_timeout,
-        config,
+        store: CheckpointStore::new(&options.state_dir, group),
+        fingerprint: fingerprint(config),
+        idle_timeout: Duration::from_millis(config.defaults.idle_timeout.max(0) as u64),
+        config: Arc::clone(config),
         settings: settings.clone(),
         sources: BTreeMap::new(),
         offsets: BTreeMap::new(),
@@ -595,8 +869,8 @@ pub async fn run(
         last_message: BTreeMap::new(),
         idle: BTreeSet::new(),
         marks: BTreeMap::new(),
-        horizon: rebuild_horizon(&state_config),
-        every: state_config.defaults.evaluate_every.max(1),
+        horizon,
+        every: config.defaults.evaluate_every.max(1),
         summary: RunSummary::default(),
         failure: None,
     }));
@@ -605,7 +879,7 @@ pub async fn run(
         timeout: options.shutdown_timeout,
     };
     let mut client = settings.client_with(&[
-        ("group.id", &options.group),
+        ("group.id", group),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
         ("auto.offset.reset", "earliest"),
@@ -617,39 +891,203 @@ pub async fn run(
         client.set("group.instance.id", id);
     }
     let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
-    let topics: Vec<&str> = settings.input_topics().iter().map(|(t, _)| *t).collect();
-    consumer.subscribe(&topics)?;
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    let mut last_checkpoint = Instant::now();
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {
-                let mut s = lock(&state);
-                if let Some(e) = s.failure.take() {
-                    return Err(e);
-                }
-                if !s.sources.is_empty() {
-                    s.check_idle()?;
-                    if last_checkpoint.elapsed() >= options.commit_interval {
-                        s.checkpoint(&consumer, options.shutdown_timeout)?;
-                        last_checkpoint = Instant::now();
-                    }
-                }
-            }
-            message = consumer.recv() => match message {
-                Ok(m) => lock(&state).handle(&m)?,
-                Err(e) => tracing::warn!(error = %e, "consumer error; librdkafka retries"),
-            },
-        }
+    consumer.subscribe(topics)?;
+    Ok(StageRunner { state, consumer })
+}
+
+/// Runs one stage until `stop` is cancelled or an error stops it, then drains it. An
+/// evaluator first reads what is committed on its partitions (the batches its own
+/// instance's shard committed when it drained), within half the shutdown timeout.
+async fn run_stage(
+    runner: StageRunner,
+    options: &RunOptions,
+    stop: CancellationToken,
+) -> Result<RunSummary, KafkaShellError> {
+    let StageRunner { state, consumer } = runner;
+    stage_loop(&state, &consumer, options, &stop).await?;
+    if matches!(lock(&state).stage, Stage::Evaluator(_)) {
+        catch_up(&state, &consumer, options.shutdown_timeout / 2).await?;
     }
-    tracing::info!("shutting down: draining");
     let mut s = lock(&state);
+    tracing::info!(stage = s.stage.name(), "shutting down: draining");
     if !s.sources.is_empty() {
         s.checkpoint(&consumer, options.shutdown_timeout)?;
     }
     let mut summary = s.summary.clone();
     summary.outputs = s.sink.counts.clone();
     Ok(summary)
+}
+
+async fn catch_up(
+    state: &Mutex<State>,
+    consumer: &StreamConsumer<GroupContext>,
+    timeout: Duration,
+) -> Result<(), KafkaShellError> {
+    let deadline = Instant::now() + timeout;
+    // The client reads `read_committed`: the end offsets are the last stable ones.
+    let targets: Vec<(PartitionKey, i64)> = {
+        let s = lock(state);
+        s.sources
+            .keys()
+            .filter_map(|k| {
+                s.offsets_client
+                    .fetch_watermarks(&k.0, k.1, Duration::from_secs(1))
+                    .ok()
+                    .map(|(_, high)| (k.clone(), high))
+            })
+            .collect()
+    };
+    loop {
+        let position = consumer.position()?;
+        let done = targets.iter().all(|((t, p), high)| {
+            position
+                .find_partition(t, *p)
+                .and_then(|e| e.offset().to_raw())
+                .is_some_and(|o| o >= *high)
+        });
+        if done || Instant::now() >= deadline {
+            return Ok(());
+        }
+        match tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await {
+            Ok(Ok(m)) => lock(state).handle(&m)?,
+            Ok(Err(e)) => tracing::warn!(error = %e, "consumer error; librdkafka retries"),
+            Err(_) => {}
+        }
+    }
+}
+
+async fn stage_loop(
+    state: &Mutex<State>,
+    consumer: &StreamConsumer<GroupContext>,
+    options: &RunOptions,
+    stop: &CancellationToken,
+) -> Result<(), KafkaShellError> {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut last_checkpoint = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                let mut s = lock(state);
+                if let Some(e) = s.failure.take() {
+                    return Err(e);
+                }
+                if !s.sources.is_empty() {
+                    s.check_idle()?;
+                    if last_checkpoint.elapsed() >= options.commit_interval {
+                        s.checkpoint(consumer, options.shutdown_timeout)?;
+                        last_checkpoint = Instant::now();
+                    }
+                }
+            }
+            message = consumer.recv() => match message {
+                Ok(m) => lock(state).handle(&m)?,
+                Err(e) => tracing::warn!(error = %e, "consumer error; librdkafka retries"),
+            },
+        }
+    }
+}
+
+/// Runs both stages until `shutdown` is cancelled or an error stops them.
+pub async fn run(
+    config: Arc<SlaConfig>,
+    settings: KafkaSettings,
+    options: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<RunSummary, KafkaShellError> {
+    let counts = preflight::check(&settings, true, Duration::from_secs(10))?;
+    let horizon = rebuild_horizon(&config);
+    let eval_horizon = evaluator_horizon(&config);
+    // Kept long enough for an evaluator to rebuild from, and a week at least.
+    let retention = (2 * eval_horizon).max(7 * 86_400_000);
+    partials::ensure_topic(&settings, &counts, retention).await?;
+    let known: Vec<PartitionKey> = settings
+        .input_topics()
+        .iter()
+        .flat_map(|(t, _)| {
+            let n = counts.get(*t).copied().unwrap_or(0);
+            (0..n as i32).map(move |p| (t.to_string(), p))
+        })
+        .collect();
+    // Batches become visible to the evaluator when the shard's transaction commits: at
+    // each checkpoint.
+    let transaction_timeout = (options.commit_interval * 4).max(Duration::from_secs(10));
+    let shard_sink = Sink::transactional(
+        &settings,
+        &config.sla_version,
+        &transactional_id(&options, "shard"),
+        options.shutdown_timeout,
+        transaction_timeout,
+    )?;
+    let evaluator_sink = if options.exactly_once {
+        Sink::transactional(
+            &settings,
+            &config.sla_version,
+            &transactional_id(&options, "evaluator"),
+            options.shutdown_timeout,
+            transaction_timeout,
+        )?
+    } else {
+        Sink::new(&settings, &config.sla_version)?
+    };
+    let input_topics: Vec<&str> = settings.input_topics().iter().map(|(t, _)| *t).collect();
+    let shard = stage_runner(
+        Stage::Shard(ShardStage {
+            replay_until: BTreeMap::new(),
+        }),
+        &config,
+        &settings,
+        &options,
+        &options.group,
+        &input_topics,
+        shard_sink,
+        horizon,
+    )?;
+    let partials_topic = settings.output_topic("partials");
+    let evaluator = stage_runner(
+        Stage::Evaluator(EvaluatorStage {
+            inputs: BTreeMap::new(),
+            known,
+            reached: None,
+        }),
+        &config,
+        &settings,
+        &options,
+        &format!("{}.evaluator", options.group),
+        &[partials_topic.as_str()],
+        evaluator_sink,
+        eval_horizon,
+    )?;
+    // At shutdown the shard drains first, then the evaluator reads what it committed; an
+    // error in either stage stops the other.
+    let shard_stop = shutdown.child_token();
+    let evaluator_stop = CancellationToken::new();
+    let (shard, evaluator) = tokio::join!(
+        async {
+            let r = run_stage(shard, &options, shard_stop.clone()).await;
+            evaluator_stop.cancel();
+            r
+        },
+        async {
+            let r = run_stage(evaluator, &options, evaluator_stop.clone()).await;
+            shard_stop.cancel();
+            r
+        },
+    );
+    let (shard, evaluator) = (shard?, evaluator?);
+    Ok(RunSummary {
+        messages: shard.messages,
+        batches: evaluator.batches,
+        outputs: SinkCounts {
+            metrics: evaluator.outputs.metrics,
+            breaches: evaluator.outputs.breaches,
+            escalations: evaluator.outputs.escalations,
+            dead_letters: shard.outputs.dead_letters + evaluator.outputs.dead_letters,
+            partials: shard.outputs.partials,
+        },
+        checkpoints: shard.checkpoints + evaluator.checkpoints,
+        failed_commits: shard.failed_commits + evaluator.failed_commits,
+        restored: shard.restored || evaluator.restored,
+    })
 }

@@ -49,6 +49,8 @@ pub struct SinkCounts {
     pub breaches: u64,
     pub escalations: u64,
     pub dead_letters: u64,
+    /// Partial batches (messages) for the evaluator.
+    pub partials: u64,
 }
 
 pub struct Sink {
@@ -59,6 +61,7 @@ pub struct Sink {
     escalations: String,
     metrics: String,
     dead_letters: String,
+    partials: String,
     formats: super::Formats,
     sla_version: String,
     pub counts: SinkCounts,
@@ -71,14 +74,21 @@ impl Sink {
 
     /// A sink writing in transactions under `transactional_id`; the first transaction is
     /// open when it returns. A previous producer with the same id is fenced and its open
-    /// transaction aborted.
+    /// transaction aborted; one with another id (a crashed instance without
+    /// `--instance-id`) is aborted by the broker after `transaction_timeout`, and holds
+    /// `read_committed` readers back until then.
     pub fn transactional(
         settings: &KafkaSettings,
         sla_version: &str,
         transactional_id: &str,
         timeout: Duration,
+        transaction_timeout: Duration,
     ) -> Result<Sink, KafkaShellError> {
-        let sink = Sink::create(settings, sla_version, Some(transactional_id))?;
+        let sink = Sink::create(
+            settings,
+            sla_version,
+            Some((transactional_id, transaction_timeout)),
+        )?;
         sink.producer.init_transactions(timeout)?;
         sink.producer.begin_transaction()?;
         Ok(sink)
@@ -87,7 +97,7 @@ impl Sink {
     fn create(
         settings: &KafkaSettings,
         sla_version: &str,
-        transactional_id: Option<&str>,
+        transactional: Option<(&str, Duration)>,
     ) -> Result<Sink, KafkaShellError> {
         let mut config = settings.client_with(&[
             ("enable.idempotence", "true"),
@@ -95,21 +105,25 @@ impl Sink {
             ("linger.ms", "20"),
             ("compression.type", "lz4"),
             ("message.timeout.ms", "60000"),
-            ("transaction.timeout.ms", "60000"),
         ]);
-        if let Some(id) = transactional_id {
+        if let Some((id, timeout)) = transactional {
             config.set("transactional.id", id);
+            let ms = timeout.as_millis().to_string();
+            config.set("transaction.timeout.ms", &ms);
+            // librdkafka wants message timeouts within the transaction's.
+            config.set("message.timeout.ms", &ms);
         }
         let producer: ThreadedProducer<DeliveryTracker> =
             config.create_with_context(DeliveryTracker::default())?;
         Ok(Sink {
             producer,
-            transactional: transactional_id.is_some(),
+            transactional: transactional.is_some(),
             codecs: Codecs::new()?,
             breaches: settings.output_topic("breaches"),
             escalations: settings.output_topic("escalations"),
             metrics: settings.output_topic("metrics"),
             dead_letters: settings.output_topic("dead_letters"),
+            partials: settings.output_topic("partials"),
             formats: settings.formats.clone(),
             sla_version: sla_version.to_string(),
             counts: SinkCounts::default(),
@@ -238,6 +252,15 @@ impl Sink {
         self.enqueue(&self.dead_letters.clone(), key, &raw, Some(headers))
     }
 
+    /// Queues one encoded partial batch for the evaluator (the partials topic's only
+    /// partition).
+    pub fn partial(&mut self, value: &[u8]) -> Result<(), KafkaShellError> {
+        self.counts.partials += 1;
+        let record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&self.partials).partition(0).payload(value);
+        self.produce(record)
+    }
+
     fn enqueue(
         &self,
         topic: &str,
@@ -252,6 +275,10 @@ impl Sink {
         if let Some(h) = headers {
             record = record.headers(h);
         }
+        self.produce(record)
+    }
+
+    fn produce(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaShellError> {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),

@@ -172,6 +172,7 @@ pub fn produce_lines<'a>(
 
 /// A consumed output message.
 pub struct Record {
+    pub partition: i32,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, String)>,
@@ -232,6 +233,7 @@ fn read_topic_as(brokers: &str, topic: &str, isolation: &str) -> Vec<Record> {
                         })
                         .unwrap_or_default();
                     out.push(Record {
+                        partition: p,
                         key: m.key().map(<[u8]>::to_vec),
                         value: m.payload().unwrap_or_default().to_vec(),
                         headers,
