@@ -1,148 +1,210 @@
-//! Rebalances on a real broker: a second instance joins, takes half the partitions, and
-//! leaves. Each change drains (outputs acknowledged, rebuild offsets committed with the
-//! last instant emitted); the owners rebuild their state from those offsets, quietly up to
-//! that instant. After the second instance has left, the first produces exactly the file
-//! replay's snapshots and incidents: no pending prediction of a moved partition was lost,
-//! nothing was counted twice.
+//! Global metrics on a real broker: however many instances share the partitions, and
+//! however they join and leave mid-stream, `run` produces exactly the file replay's
+//! snapshots and incidents. Each instance's shard summarises the partitions it owns; the
+//! evaluator (one instance at a time) merges every partition's batches. A moved partition
+//! is re-read by its new owner without counting twice; a moved evaluator rebuilds its
+//! windows from the batches, quietly up to where its predecessor's outputs reached.
 
 mod common;
 mod kafka_support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_support::*;
 use serde_json::Value;
-use slaguard::kafka::processor::{self, RunOptions};
+use slaguard::kafka::processor::{self, RunOptions, RunSummary};
+use slaguard::kafka::KafkaShellError;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-#[test]
-fn an_instance_joins_and_leaves_without_loss() {
-    let brokers = real_broker();
-    let GoldenOnTopics {
-        dir,
-        inputs,
-        expected,
-        expected_breaches,
-        settings: s,
-        ..
-    } = golden_on_topics(&brokers, "rebalance", 4, Produce::Nothing);
-    let inferences: Vec<String> = read_lines(&inputs.inferences);
-    let labels: Vec<String> = read_lines(&inputs.labels);
-    let start = slaguard::scenario::ScenarioSpec::default().start;
-    let at = |minutes: i64| start + minutes * 60_000;
-    let produce_stage = |from: i64, to: i64| {
-        produce_lines(&brokers, &s.inferences_topic, stage(&inferences, from, to));
-        produce_lines(&brokers, &s.labels_topic, stage(&labels, from, to));
-    };
-    let cfg = common::load_config(&dir.path().join("sla.yaml"));
-    let group = unique("rebalance");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let instance = |name: &str, token: &CancellationToken| {
+type Instance = JoinHandle<Result<RunSummary, KafkaShellError>>;
+
+/// Instances of `run` in one consumer group, each in a task of `rt`.
+struct Group {
+    rt: tokio::runtime::Runtime,
+    cfg: Arc<slaguard::config::SlaConfig>,
+    settings: slaguard::kafka::KafkaSettings,
+    group: String,
+    dir: std::path::PathBuf,
+    running: BTreeMap<&'static str, (CancellationToken, Instance)>,
+}
+
+impl Group {
+    fn new(golden: &GoldenOnTopics, name: &str) -> Group {
+        Group {
+            rt: tokio::runtime::Runtime::new().expect("runtime"),
+            cfg: common::load_config(&golden.dir.path().join("sla.yaml")),
+            settings: golden.settings.clone(),
+            group: unique(name),
+            dir: golden.dir.path().to_path_buf(),
+            running: BTreeMap::new(),
+        }
+    }
+
+    fn join(&mut self, name: &'static str) {
+        let token = CancellationToken::new();
         let options = RunOptions {
-            group: group.clone(),
-            state_dir: dir.path().join(name),
+            group: self.group.clone(),
+            state_dir: self.dir.join(name),
             commit_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(10),
             instance_id: None,
             exactly_once: false,
         };
-        rt.spawn(processor::run(
-            Arc::clone(&cfg),
-            s.clone(),
+        let task = self.rt.spawn(processor::run(
+            Arc::clone(&self.cfg),
+            self.settings.clone(),
             options,
             token.clone(),
-        ))
-    };
-    let metrics = s.output_topic("metrics");
+        ));
+        self.running.insert(name, (token, task));
+    }
 
-    let (a_token, b_token) = (CancellationToken::new(), CancellationToken::new());
-    let a = instance("a", &a_token);
-    wait_for_group(&brokers, &group, 1);
-    produce_stage(i64::MIN, at(60));
-    wait_settled(&brokers, &metrics, 400, Duration::from_secs(120));
-    let b = instance("b", &b_token);
-    wait_for_group(&brokers, &group, 2);
-    produce_stage(at(60), at(120));
-    wait_settled(&brokers, &metrics, 800, Duration::from_secs(120));
-    b_token.cancel();
-    let b_summary = rt.block_on(b).expect("task").expect("b ran");
-    assert!(
-        b_summary.messages > 0,
-        "the second instance took partitions over"
-    );
-    // Only once the first instance owns every partition again does the last hour arrive:
-    // an instance emits the instants its own partitions reach.
-    wait_for_group(&brokers, &group, 1);
-    produce_stage(at(120), i64::MAX);
-    wait_settled(
-        &brokers,
-        &metrics,
-        expected.len() / 2,
-        Duration::from_secs(120),
-    );
-    a_token.cancel();
-    rt.block_on(a).expect("task").expect("a ran");
+    /// Stops an instance (drain, checkpoint, commit) and returns what it did.
+    fn leave(&mut self, name: &str) -> RunSummary {
+        let (token, task) = self.running.remove(name).expect("running");
+        token.cancel();
+        self.rt
+            .block_on(task)
+            .expect("task")
+            .unwrap_or_else(|e| panic!("instance {name} failed: {e}"))
+    }
 
-    // From 2h10 on (after the last rebalance and one full window of the longest objective
-    // on top), every snapshot equals the file replay's, and none is missing up to the last
-    // instant reached.
-    let from = slaguard::time::format_rfc3339(at(130));
-    let ours: Vec<Value> = read_json(&brokers, &metrics)
-        .into_iter()
-        .filter(|v| v["event_time"].as_str().is_some_and(|t| t >= from.as_str()))
-        .collect();
-    let last = ours
-        .iter()
-        .filter_map(|v| v["event_time"].as_str())
-        .max()
-        .expect("snapshots after the rebalances")
-        .to_string();
-    let wanted: Vec<&Value> = expected
-        .iter()
-        .filter(|v| {
-            v["event_time"]
-                .as_str()
-                .is_some_and(|t| t >= from.as_str() && t <= last.as_str())
-        })
-        .collect();
+    fn wait_members(&self, brokers: &str) {
+        wait_for_group(brokers, &self.group, self.running.len());
+    }
+}
+
+/// Every snapshot and breach event out equals the file replay's, and every one of the
+/// file replay's is out.
+fn assert_equals_the_file_replay(brokers: &str, golden: &GoldenOnTopics) {
+    let s = &golden.settings;
     let key = |v: &Value| {
         format!(
             "{}|{}|{}|{}",
-            v["event_time"], v["model_id"], v["objective"], v["segment"]
+            v["event_time"],
+            v["model_id"],
+            v["objective"],
+            common::segment_key(&v["segment"])
         )
     };
-    let by_key: std::collections::BTreeMap<String, &Value> =
-        wanted.iter().map(|v| (key(v), *v)).collect();
+    let expected: BTreeMap<String, &Value> = golden.expected.iter().map(|v| (key(v), v)).collect();
+    let ours = read_json(brokers, &s.output_topic("metrics"));
+    let mut seen = BTreeSet::new();
     for v in &ours {
-        let want = by_key
+        let want = expected
             .get(&key(v))
             .unwrap_or_else(|| panic!("unexpected snapshot {v}"));
-        assert_eq!(
-            v, *want,
-            "snapshot after the rebalances differs from the file replay"
-        );
+        assert_eq!(v, *want, "a snapshot differs from the file replay");
+        seen.insert(key(v));
     }
-    let got: std::collections::BTreeSet<String> = ours.iter().map(key).collect();
-    assert_eq!(
-        got.len(),
-        wanted.len(),
-        "every snapshot from {from} to {last} was produced"
+    let missing: Vec<&String> = expected.keys().filter(|k| !seen.contains(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} snapshots missing, first {:?}",
+        missing.len(),
+        expected.len(),
+        missing.first()
     );
-    // The incidents of the last hour (the latency spike) open and resolve with their ids.
-    let breaches: std::collections::BTreeSet<String> =
-        read_json(&brokers, &s.output_topic("breaches"))
-            .iter()
-            .map(|v| v.to_string())
-            .collect();
-    for b in expected_breaches.iter().filter(|b| {
-        b["event_time"]
-            .as_str()
-            .is_some_and(|t| t >= from.as_str() && t <= last.as_str())
-    }) {
-        assert!(
-            breaches.contains(&b.to_string()),
-            "incident event missing after the rebalances: {b}"
-        );
+    let breaches: BTreeSet<String> = read_json(brokers, &s.output_topic("breaches"))
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    let wanted: BTreeSet<String> = golden
+        .expected_breaches
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    assert_eq!(
+        breaches, wanted,
+        "the incidents of the file replay, no other"
+    );
+    eprintln!(
+        "{} snapshots ({} distinct) and {} breach events equal the file replay's",
+        ours.len(),
+        seen.len(),
+        breaches.len()
+    );
+}
+
+#[test]
+fn two_instances_on_four_partitions_equal_the_file_replay() {
+    let brokers = real_broker();
+    let golden = golden_on_topics(&brokers, "two-instances", 4, Produce::Nothing);
+    let mut group = Group::new(&golden, "two-instances");
+    group.join("a");
+    group.join("b");
+    group.wait_members(&brokers);
+    let s = &golden.settings;
+    produce_file(&brokers, &s.inferences_topic, &golden.inputs.inferences);
+    produce_file(&brokers, &s.labels_topic, &golden.inputs.labels);
+    wait_settled(
+        &brokers,
+        &s.output_topic("metrics"),
+        golden.expected.len(),
+        Duration::from_secs(180),
+    );
+    let (a, b) = (group.leave("a"), group.leave("b"));
+    assert!(
+        a.messages > 0 && b.messages > 0,
+        "both instances read partitions: {} and {} messages",
+        a.messages,
+        b.messages
+    );
+    assert_eq!(
+        a.messages + b.messages,
+        golden.replayed.lines,
+        "every input message read once"
+    );
+    assert_equals_the_file_replay(&brokers, &golden);
+}
+
+/// Three instances join and leave while the stream is being read: each change of
+/// membership comes right after a stage of input is produced.
+#[test]
+fn three_instances_joining_and_leaving_on_eight_partitions_equal_the_file_replay() {
+    let brokers = real_broker();
+    let golden = golden_on_topics(&brokers, "join-leave", 8, Produce::Nothing);
+    let s = &golden.settings;
+    let inferences = read_lines(&golden.inputs.inferences);
+    let labels = read_lines(&golden.inputs.labels);
+    let at = |minutes: i64| slaguard::scenario::ScenarioSpec::default().start + minutes * 60_000;
+    let produce_stage = |from: i64, to: i64| {
+        produce_lines(&brokers, &s.inferences_topic, stage(&inferences, from, to));
+        produce_lines(&brokers, &s.labels_topic, stage(&labels, from, to));
+    };
+    let mut group = Group::new(&golden, "join-leave");
+    group.join("a");
+    group.wait_members(&brokers);
+    produce_stage(i64::MIN, at(40));
+    group.join("b");
+    group.wait_members(&brokers);
+    produce_stage(at(40), at(80));
+    group.join("c");
+    group.wait_members(&brokers);
+    produce_stage(at(80), at(120));
+    let a = group.leave("a");
+    group.wait_members(&brokers);
+    produce_stage(at(120), at(150));
+    let b = group.leave("b");
+    group.wait_members(&brokers);
+    produce_stage(at(150), i64::MAX);
+    wait_settled(
+        &brokers,
+        &s.output_topic("metrics"),
+        golden.expected.len(),
+        Duration::from_secs(180),
+    );
+    let c = group.leave("c");
+    for (name, summary) in [("a", &a), ("b", &b), ("c", &c)] {
+        assert!(summary.messages > 0, "instance {name} read partitions");
     }
+    let evaluators = [&a, &b, &c].iter().filter(|s| s.batches > 0).count();
+    assert!(
+        evaluators >= 2,
+        "the evaluator moved between instances at least once"
+    );
+    assert_equals_the_file_replay(&brokers, &golden);
 }
