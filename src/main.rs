@@ -86,28 +86,30 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Run the SLA on the live topics as a Kafka consumer group.
+    /// Run the SLA on the live topics as a Kafka consumer group: shards summarise their
+    /// partitions, an evaluator merges every partition's summaries (group <group>.evaluator).
     Run {
         #[arg(long)]
         config: PathBuf,
         #[command(flatten)]
         kafka: KafkaArgs,
-        /// Consumer group id.
+        /// Consumer group id (the evaluator's group is <group>.evaluator).
         #[arg(long, default_value = "slaguard")]
         group: String,
         /// Folder for the engine checkpoints (keep it across restarts).
         #[arg(long, default_value = "slaguard-state")]
         state_dir: PathBuf,
-        /// How often outputs are flushed, state checkpointed and offsets committed.
+        /// How often outputs are flushed, state checkpointed and offsets committed; the
+        /// shards' summaries reach the evaluator at each commit.
         #[arg(long, default_value = "5s")]
         commit_interval: String,
         /// A stable name for this instance (e.g. the pod name): static group membership,
         /// so that a restart takes its partitions back without a rebalance.
         #[arg(long)]
         instance_id: Option<String>,
-        /// Kafka transactions: each checkpoint commits its outputs with the input offsets,
-        /// so read_committed readers see every output exactly once, even across crashes
-        /// (outputs become visible at each commit, every --commit-interval).
+        /// Kafka transactions for the outputs too: each checkpoint commits them with the
+        /// offsets they came from, so read_committed readers see every output exactly
+        /// once, even across crashes (visible at each commit, every --commit-interval).
         #[arg(long)]
         exactly_once: bool,
     },

@@ -838,23 +838,56 @@ fn transactional_id(options: &RunOptions, stage: &str) -> String {
     format!("slaguard-{}-{stage}-{instance}", options.group)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn stage_runner(
-    stage: Stage,
-    config: &Arc<SlaConfig>,
-    settings: &KafkaSettings,
-    options: &RunOptions,
-    group: &str,
-    topics: &[&str],
-    sink: Sink,
+/// What a stage is made of; it is made again after a failure.
+struct StageSpec<'a> {
+    config: &'a Arc<SlaConfig>,
+    settings: &'a KafkaSettings,
+    options: &'a RunOptions,
+    group: String,
+    topics: Vec<String>,
+    /// For a transactional sink: its id, kept across remakes so that each fences the last.
+    transactional_id: Option<String>,
     horizon: Millis,
-) -> Result<StageRunner, KafkaShellError> {
+    /// The input partitions at start-up (an evaluator's sources).
+    known: Vec<PartitionKey>,
+    evaluator: bool,
+}
+
+/// Broker-side transactions are aborted after this long without a commit (a crashed
+/// instance without `--instance-id` holds `read_committed` readers back that long).
+fn transaction_timeout(options: &RunOptions) -> Duration {
+    (options.commit_interval * 4).max(Duration::from_secs(60))
+}
+
+fn make_stage(spec: &StageSpec<'_>) -> Result<StageRunner, KafkaShellError> {
+    let (config, settings, options) = (spec.config, spec.settings, spec.options);
+    let sink = match &spec.transactional_id {
+        Some(id) => Sink::transactional(
+            settings,
+            &config.sla_version,
+            id,
+            options.shutdown_timeout,
+            transaction_timeout(options),
+        )?,
+        None => Sink::new(settings, &config.sla_version)?,
+    };
+    let stage = if spec.evaluator {
+        Stage::Evaluator(EvaluatorStage {
+            inputs: BTreeMap::new(),
+            known: spec.known.clone(),
+            reached: None,
+        })
+    } else {
+        Stage::Shard(ShardStage {
+            replay_until: BTreeMap::new(),
+        })
+    };
     let state = Arc::new(Mutex::new(State {
         stage,
         engine: Engine::new(Arc::clone(config)),
         sink,
         codecs: Codecs::new()?,
-        store: CheckpointStore::new(&options.state_dir, group),
+        store: CheckpointStore::new(&options.state_dir, &spec.group),
         fingerprint: fingerprint(config),
         idle_timeout: Duration::from_millis(config.defaults.idle_timeout.max(0) as u64),
         config: Arc::clone(config),
@@ -869,7 +902,7 @@ fn stage_runner(
         last_message: BTreeMap::new(),
         idle: BTreeSet::new(),
         marks: BTreeMap::new(),
-        horizon,
+        horizon: spec.horizon,
         every: config.defaults.evaluate_every.max(1),
         summary: RunSummary::default(),
         failure: None,
@@ -879,7 +912,7 @@ fn stage_runner(
         timeout: options.shutdown_timeout,
     };
     let mut client = settings.client_with(&[
-        ("group.id", group),
+        ("group.id", &spec.group),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
         ("auto.offset.reset", "earliest"),
@@ -891,31 +924,96 @@ fn stage_runner(
         client.set("group.instance.id", id);
     }
     let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
-    consumer.subscribe(topics)?;
+    let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
     Ok(StageRunner { state, consumer })
+}
+
+/// Whether a stage that failed this way is worth making again: the cluster may come
+/// back (a broker restart breaks the open transaction), a bad configuration will not.
+fn recoverable(e: &KafkaShellError) -> bool {
+    matches!(e, KafkaShellError::Client(_) | KafkaShellError::Delivery(_))
+}
+
+/// Runs a stage until `stop` is cancelled. When the cluster fails it (an open transaction
+/// broken by a broker restart, deliveries timing out), the stage is dropped without
+/// committing anything more and made again: it restores its last committed checkpoint and
+/// reads on from there, as after a crash. Other errors stop the run.
+async fn supervise(
+    spec: StageSpec<'_>,
+    stop: CancellationToken,
+) -> Result<RunSummary, KafkaShellError> {
+    let mut total = RunSummary::default();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let result = match make_stage(&spec) {
+            Ok(runner) => {
+                let (summary, result) = run_stage(runner, spec.options, stop.clone()).await;
+                total.add(&summary);
+                result
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => return Ok(total),
+            Err(e) if recoverable(&e) && !stop.is_cancelled() => {
+                tracing::warn!(stage = if spec.evaluator { "evaluator" } else { "shard" }, error = %e, retry_in = ?backoff, "stage failed: making it again from its last committed checkpoint");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(total),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl RunSummary {
+    fn add(&mut self, other: &RunSummary) {
+        self.messages += other.messages;
+        self.batches += other.batches;
+        self.outputs.metrics += other.outputs.metrics;
+        self.outputs.breaches += other.outputs.breaches;
+        self.outputs.escalations += other.outputs.escalations;
+        self.outputs.dead_letters += other.outputs.dead_letters;
+        self.outputs.partials += other.outputs.partials;
+        self.checkpoints += other.checkpoints;
+        self.failed_commits += other.failed_commits;
+        self.restored |= other.restored;
+    }
 }
 
 /// Runs one stage until `stop` is cancelled or an error stops it, then drains it. An
 /// evaluator first reads what is committed on its partitions (the batches its own
 /// instance's shard committed when it drained), within half the shutdown timeout.
+/// Returns what the stage did, also when it failed.
 async fn run_stage(
     runner: StageRunner,
     options: &RunOptions,
     stop: CancellationToken,
-) -> Result<RunSummary, KafkaShellError> {
+) -> (RunSummary, Result<(), KafkaShellError>) {
     let StageRunner { state, consumer } = runner;
-    stage_loop(&state, &consumer, options, &stop).await?;
-    if matches!(lock(&state).stage, Stage::Evaluator(_)) {
-        catch_up(&state, &consumer, options.shutdown_timeout / 2).await?;
+    let mut result = stage_loop(&state, &consumer, options, &stop).await;
+    if result.is_ok() && matches!(lock(&state).stage, Stage::Evaluator(_)) {
+        result = catch_up(&state, &consumer, options.shutdown_timeout / 2).await;
     }
     let mut s = lock(&state);
-    tracing::info!(stage = s.stage.name(), "shutting down: draining");
-    if !s.sources.is_empty() {
-        s.checkpoint(&consumer, options.shutdown_timeout)?;
+    match result {
+        Ok(()) if !s.sources.is_empty() => {
+            tracing::info!(stage = s.stage.name(), "shutting down: draining");
+            result = s.checkpoint(&consumer, options.shutdown_timeout);
+        }
+        Ok(()) => {}
+        Err(_) => {
+            // Nothing more is committed from this state: closing the consumer must not
+            // drain it on revocation.
+            s.sources.clear();
+        }
     }
     let mut summary = s.summary.clone();
     summary.outputs = s.sink.counts.clone();
-    Ok(summary)
+    (summary, result)
 }
 
 async fn catch_up(
@@ -1012,65 +1110,46 @@ pub async fn run(
         .collect();
     // Batches become visible to the evaluator when the shard's transaction commits: at
     // each checkpoint.
-    let transaction_timeout = (options.commit_interval * 4).max(Duration::from_secs(10));
-    let shard_sink = Sink::transactional(
-        &settings,
-        &config.sla_version,
-        &transactional_id(&options, "shard"),
-        options.shutdown_timeout,
-        transaction_timeout,
-    )?;
-    let evaluator_sink = if options.exactly_once {
-        Sink::transactional(
-            &settings,
-            &config.sla_version,
-            &transactional_id(&options, "evaluator"),
-            options.shutdown_timeout,
-            transaction_timeout,
-        )?
-    } else {
-        Sink::new(&settings, &config.sla_version)?
-    };
-    let input_topics: Vec<&str> = settings.input_topics().iter().map(|(t, _)| *t).collect();
-    let shard = stage_runner(
-        Stage::Shard(ShardStage {
-            replay_until: BTreeMap::new(),
-        }),
-        &config,
-        &settings,
-        &options,
-        &options.group,
-        &input_topics,
-        shard_sink,
+    let shard = StageSpec {
+        config: &config,
+        settings: &settings,
+        options: &options,
+        group: options.group.clone(),
+        topics: settings
+            .input_topics()
+            .iter()
+            .map(|(t, _)| t.to_string())
+            .collect(),
+        transactional_id: Some(transactional_id(&options, "shard")),
         horizon,
-    )?;
-    let partials_topic = settings.output_topic("partials");
-    let evaluator = stage_runner(
-        Stage::Evaluator(EvaluatorStage {
-            inputs: BTreeMap::new(),
-            known,
-            reached: None,
-        }),
-        &config,
-        &settings,
-        &options,
-        &format!("{}.evaluator", options.group),
-        &[partials_topic.as_str()],
-        evaluator_sink,
-        eval_horizon,
-    )?;
+        known: Vec::new(),
+        evaluator: false,
+    };
+    let evaluator = StageSpec {
+        config: &config,
+        settings: &settings,
+        options: &options,
+        group: format!("{}.evaluator", options.group),
+        topics: vec![settings.output_topic("partials")],
+        transactional_id: options
+            .exactly_once
+            .then(|| transactional_id(&options, "evaluator")),
+        horizon: eval_horizon,
+        known,
+        evaluator: true,
+    };
     // At shutdown the shard drains first, then the evaluator reads what it committed; an
     // error in either stage stops the other.
     let shard_stop = shutdown.child_token();
     let evaluator_stop = CancellationToken::new();
     let (shard, evaluator) = tokio::join!(
         async {
-            let r = run_stage(shard, &options, shard_stop.clone()).await;
+            let r = supervise(shard, shard_stop.clone()).await;
             evaluator_stop.cancel();
             r
         },
         async {
-            let r = run_stage(evaluator, &options, evaluator_stop.clone()).await;
+            let r = supervise(evaluator, evaluator_stop.clone()).await;
             shard_stop.cancel();
             r
         },
