@@ -200,13 +200,7 @@ fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool) -> usize {
     let brokers = real_broker();
     let golden = golden_on_topics(&brokers, name, 4, Produce::Nothing);
     let s = &golden.settings;
-    let inferences = read_lines(&golden.inputs.inferences);
-    let labels = read_lines(&golden.inputs.labels);
-    let at = |minutes: i64| slaguard::scenario::ScenarioSpec::default().start + minutes * 60_000;
-    let produce_stage = |from: i64, to: i64| {
-        produce_lines(&brokers, &s.inferences_topic, stage(&inferences, from, to));
-        produce_lines(&brokers, &s.labels_topic, stage(&labels, from, to));
-    };
+    let stages = Stages::new(&brokers, &golden);
     let config = golden.dir.path().join("sla.yaml");
     let state = golden.dir.path().join("state");
     let metrics_topic = s.output_topic("metrics");
@@ -218,9 +212,9 @@ fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool) -> usize {
     // A group (and static member) of its own: the broker outlives test runs.
     let group = s.output_prefix.trim_end_matches('.').to_string();
     let mut first = slaguard_run(&config, s, &group, &state, exactly_once);
-    produce_stage(i64::MIN, at(60));
+    stages.produce(i64::MIN, at(60));
     let committed_first = wait_settled(&brokers, &metrics_topic, 400, Duration::from_secs(120));
-    produce_stage(at(60), i64::MAX);
+    stages.produce(at(60), i64::MAX);
     let start = Instant::now();
     let (written, committed) = loop {
         let written = read_topic_uncommitted(&brokers, &caught_topic).len();
@@ -278,9 +272,9 @@ fn pending_predictions_survive_a_restart_without_rereading_history() {
     let brokers = real_broker();
     let golden = golden_on_topics(&brokers, "pending", 4, Produce::Nothing);
     let s = &golden.settings;
-    let inferences = read_lines(&golden.inputs.inferences);
-    let labels = read_lines(&golden.inputs.labels);
-    let at = |minutes: i64| slaguard::scenario::ScenarioSpec::default().start + minutes * 60_000;
+    let Stages {
+        inferences, labels, ..
+    } = Stages::new(&brokers, &golden);
     let config = golden.dir.path().join("sla.yaml");
     let state = golden.dir.path().join("state");
     let metrics_topic = s.output_topic("metrics");

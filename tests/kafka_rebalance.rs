@@ -171,29 +171,23 @@ fn three_instances_joining_and_leaving_on_eight_partitions_equal_the_file_replay
     let brokers = real_broker();
     let golden = golden_on_topics(&brokers, "join-leave", 8, Produce::Nothing);
     let s = &golden.settings;
-    let inferences = read_lines(&golden.inputs.inferences);
-    let labels = read_lines(&golden.inputs.labels);
-    let at = |minutes: i64| slaguard::scenario::ScenarioSpec::default().start + minutes * 60_000;
-    let produce_stage = |from: i64, to: i64| {
-        produce_lines(&brokers, &s.inferences_topic, stage(&inferences, from, to));
-        produce_lines(&brokers, &s.labels_topic, stage(&labels, from, to));
-    };
+    let stages = Stages::new(&brokers, &golden);
     let mut group = Group::new(&golden, "join-leave");
     group.join("a");
     group.wait_members(&brokers);
-    produce_stage(i64::MIN, at(40));
+    stages.produce(i64::MIN, at(40));
     group.join("b");
     group.wait_members(&brokers);
-    produce_stage(at(40), at(80));
+    stages.produce(at(40), at(80));
     group.join("c");
     group.wait_members(&brokers);
-    produce_stage(at(80), at(120));
+    stages.produce(at(80), at(120));
     let a = group.leave("a");
     group.wait_members(&brokers);
-    produce_stage(at(120), at(150));
+    stages.produce(at(120), at(150));
     let b = group.leave("b");
     group.wait_members(&brokers);
-    produce_stage(at(150), i64::MAX);
+    stages.produce(at(150), i64::MAX);
     wait_settled(
         &brokers,
         &s.output_topic("metrics"),

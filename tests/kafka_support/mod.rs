@@ -376,3 +376,38 @@ pub fn wait_settled(brokers: &str, topic: &str, min: usize, deadline: Duration) 
         std::thread::sleep(Duration::from_secs(2));
     }
 }
+
+/// Event time `minutes` after the start of the generated scenarios.
+pub fn at(minutes: i64) -> i64 {
+    slaguard::scenario::ScenarioSpec::default().start + minutes * 60_000
+}
+
+/// The golden scenario's inferences and labels, produced one stage of event time at a time.
+pub struct Stages<'a> {
+    brokers: &'a str,
+    settings: &'a KafkaSettings,
+    pub inferences: Vec<String>,
+    pub labels: Vec<String>,
+}
+
+impl<'a> Stages<'a> {
+    pub fn new(brokers: &'a str, golden: &'a GoldenOnTopics) -> Stages<'a> {
+        Stages {
+            brokers,
+            settings: &golden.settings,
+            inferences: read_lines(&golden.inputs.inferences),
+            labels: read_lines(&golden.inputs.labels),
+        }
+    }
+
+    /// Produces the inferences and labels whose event time is in `[from, to)`.
+    pub fn produce(&self, from: i64, to: i64) {
+        let s = self.settings;
+        produce_lines(
+            self.brokers,
+            &s.inferences_topic,
+            stage(&self.inferences, from, to),
+        );
+        produce_lines(self.brokers, &s.labels_topic, stage(&self.labels, from, to));
+    }
+}
