@@ -39,7 +39,7 @@ impl Engine {
     /// A shard's batches since the last call, the last one closed now.
     pub fn take_batches(&mut self) -> Vec<PartialBatch> {
         self.close_batch();
-        std::mem::take(&mut self.state.buffer.ready)
+        self.ready_batches()
     }
 
     /// The batches closed at evaluation instants since the last call (the batch in the

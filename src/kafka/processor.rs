@@ -85,17 +85,20 @@ pub struct RunSummary {
 type PartitionKey = (String, i32);
 
 /// What one stage does with what it reads.
+#[derive(Clone)]
 enum Stage {
     Shard(ShardStage),
     Evaluator(EvaluatorStage),
 }
 
+#[derive(Clone)]
 struct ShardStage {
     /// After a rebuild, per partition being re-read: messages below this offset were read
     /// and summarised by the previous owner.
     replay_until: BTreeMap<PartitionKey, i64>,
 }
 
+#[derive(Clone)]
 struct EvaluatorStage {
     /// Every input partition and the engine source that shards' progress on it feeds.
     inputs: BTreeMap<PartitionKey, SourceId>,
@@ -848,9 +851,8 @@ struct StageSpec<'a> {
     /// For a transactional sink: its id, kept across remakes so that each fences the last.
     transactional_id: Option<String>,
     horizon: Millis,
-    /// The input partitions at start-up (an evaluator's sources).
-    known: Vec<PartitionKey>,
-    evaluator: bool,
+    /// The stage as it starts.
+    stage: Stage,
 }
 
 /// Broker-side transactions are aborted after this long without a commit (a crashed
@@ -871,19 +873,8 @@ fn make_stage(spec: &StageSpec<'_>) -> Result<StageRunner, KafkaShellError> {
         )?,
         None => Sink::new(settings, &config.sla_version)?,
     };
-    let stage = if spec.evaluator {
-        Stage::Evaluator(EvaluatorStage {
-            inputs: BTreeMap::new(),
-            known: spec.known.clone(),
-            reached: None,
-        })
-    } else {
-        Stage::Shard(ShardStage {
-            replay_until: BTreeMap::new(),
-        })
-    };
     let state = Arc::new(Mutex::new(State {
-        stage,
+        stage: spec.stage.clone(),
         engine: Engine::new(Arc::clone(config)),
         sink,
         codecs: Codecs::new()?,
@@ -957,7 +948,7 @@ async fn supervise(
         match result {
             Ok(()) => return Ok(total),
             Err(e) if recoverable(&e) && !stop.is_cancelled() => {
-                tracing::warn!(stage = if spec.evaluator { "evaluator" } else { "shard" }, error = %e, retry_in = ?backoff, "stage failed: making it again from its last committed checkpoint");
+                tracing::warn!(stage = spec.stage.name(), error = %e, retry_in = ?backoff, "stage failed: making it again from its last committed checkpoint");
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(total),
                     _ = tokio::time::sleep(backoff) => {}
@@ -1122,8 +1113,9 @@ pub async fn run(
             .collect(),
         transactional_id: Some(transactional_id(&options, "shard")),
         horizon,
-        known: Vec::new(),
-        evaluator: false,
+        stage: Stage::Shard(ShardStage {
+            replay_until: BTreeMap::new(),
+        }),
     };
     let evaluator = StageSpec {
         config: &config,
@@ -1135,8 +1127,11 @@ pub async fn run(
             .exactly_once
             .then(|| transactional_id(&options, "evaluator")),
         horizon: eval_horizon,
-        known,
-        evaluator: true,
+        stage: Stage::Evaluator(EvaluatorStage {
+            inputs: BTreeMap::new(),
+            known,
+            reached: None,
+        }),
     };
     // At shutdown the shard drains first, then the evaluator reads what it committed; an
     // error in either stage stops the other.
@@ -1154,19 +1149,9 @@ pub async fn run(
             r
         },
     );
-    let (shard, evaluator) = (shard?, evaluator?);
-    Ok(RunSummary {
-        messages: shard.messages,
-        batches: evaluator.batches,
-        outputs: SinkCounts {
-            metrics: evaluator.outputs.metrics,
-            breaches: evaluator.outputs.breaches,
-            escalations: evaluator.outputs.escalations,
-            dead_letters: shard.outputs.dead_letters + evaluator.outputs.dead_letters,
-            partials: shard.outputs.partials,
-        },
-        checkpoints: shard.checkpoints + evaluator.checkpoints,
-        failed_commits: shard.failed_commits + evaluator.failed_commits,
-        restored: shard.restored || evaluator.restored,
-    })
+    // The shard reads messages and writes partials, the evaluator reads batches and
+    // writes the outputs: their sum is the run's.
+    let mut total = shard?;
+    total.add(&evaluator?);
+    Ok(total)
 }
