@@ -32,10 +32,10 @@ fn join_bench(c: &mut Criterion) {
             || JoinState::<u32, u32>::new(1, 1_000_000),
             |mut j| {
                 for (i, id) in ids.iter().enumerate() {
-                    j.insert_prediction(0, id, i as i64, 3_600_000, 1);
+                    j.insert_prediction(0, id, i as i64, 3_600_000, 1, 0);
                 }
                 for (i, id) in ids.iter().enumerate() {
-                    black_box(j.insert_label(0, id, i as i64 + 1000, 60_000, 1));
+                    black_box(j.insert_label(0, id, i as i64 + 1000, 60_000, 1, 0));
                 }
                 j
             },

@@ -17,11 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::Millis;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Entry<P, L> {
     /// A prediction waiting for its label.
     Prediction {
         payload: P,
+        /// The source (input partition) it was read from: state moves with it.
+        origin: u32,
         time: Millis,
         deadline: Millis,
         seq: u64,
@@ -29,6 +31,7 @@ enum Entry<P, L> {
     /// A label waiting for its prediction.
     Label {
         payload: L,
+        origin: u32,
         time: Millis,
         deadline: Millis,
         seq: u64,
@@ -39,10 +42,19 @@ enum Entry<P, L> {
         failed: bool,
         deadline: Millis,
         seq: u64,
+        origin: u32,
     },
 }
 
 impl<P, L> Entry<P, L> {
+    fn origin(&self) -> u32 {
+        match self {
+            Entry::Prediction { origin, .. }
+            | Entry::Label { origin, .. }
+            | Entry::Guard { origin, .. } => *origin,
+        }
+    }
+
     fn slot(&self) -> (Millis, u64) {
         match self {
             Entry::Prediction { deadline, seq, .. }
@@ -108,7 +120,75 @@ pub struct JoinStats {
 #[derive(Debug)]
 pub struct Expired<P> {
     pub model: u32,
+    /// The source the prediction was read from.
+    pub origin: u32,
     pub unlabeled: Unlabeled<P>,
+}
+
+/// An entry leaving with the partition it was read from ([`JoinState::take_origins`]),
+/// for another join state to hold ([`JoinState::put_moved`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Moved<P, L> {
+    pub model: u32,
+    pub key: Box<str>,
+    entry: Entry<P, L>,
+}
+
+impl<P, L> Moved<P, L> {
+    /// The same entry with its payloads and origin translated (e.g. interned ids to names
+    /// and back).
+    pub fn map<P2, L2>(
+        self,
+        prediction: impl FnOnce(u32, P) -> P2,
+        label: impl FnOnce(u32, L) -> L2,
+        origin: impl FnOnce(u32) -> u32,
+    ) -> Moved<P2, L2> {
+        let model = self.model;
+        let entry = match self.entry {
+            Entry::Prediction {
+                payload,
+                origin: o,
+                time,
+                deadline,
+                seq,
+            } => Entry::Prediction {
+                payload: prediction(model, payload),
+                origin: origin(o),
+                time,
+                deadline,
+                seq,
+            },
+            Entry::Label {
+                payload,
+                origin: o,
+                time,
+                deadline,
+                seq,
+            } => Entry::Label {
+                payload: label(model, payload),
+                origin: origin(o),
+                time,
+                deadline,
+                seq,
+            },
+            Entry::Guard {
+                failed,
+                deadline,
+                seq,
+                origin: o,
+            } => Entry::Guard {
+                failed,
+                deadline,
+                seq,
+                origin: origin(o),
+            },
+        };
+        Moved {
+            model,
+            key: self.key,
+            entry,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +227,56 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
             for (k, e) in map {
                 self.index.insert(e.slot(), (m as u32, k.clone()));
             }
+        }
+    }
+
+    /// Removes and returns every entry read from one of `origins`, in expiry order.
+    pub fn take_origins(&mut self, origins: &[u32]) -> Vec<Moved<P, L>> {
+        let slots: Vec<(Millis, u64)> = self
+            .index
+            .iter()
+            .filter(|(_, (m, k))| {
+                self.entries
+                    .get(*m as usize)
+                    .and_then(|map| map.get(k))
+                    .is_some_and(|e| origins.contains(&e.origin()))
+            })
+            .map(|(slot, _)| *slot)
+            .collect();
+        let mut out = Vec::with_capacity(slots.len());
+        for slot in slots {
+            if let Some((model, key)) = self.index.remove(&slot) {
+                if let Some(entry) = self
+                    .entries
+                    .get_mut(model as usize)
+                    .and_then(|m| m.remove(&key))
+                {
+                    out.push(Moved { model, key, entry });
+                }
+            }
+        }
+        out
+    }
+
+    /// Holds entries another join state gave up, in their expiry order, as if they had
+    /// been read here (the bound applies).
+    pub fn put_moved(&mut self, moved: Vec<Moved<P, L>>) {
+        for Moved {
+            model,
+            key,
+            mut entry,
+        } in moved
+        {
+            let seq = self.seq();
+            match &mut entry {
+                Entry::Prediction { seq: s, .. }
+                | Entry::Label { seq: s, .. }
+                | Entry::Guard { seq: s, .. } => *s = seq,
+            }
+            // Keyed by request_id, a request's events share a partition: nothing here
+            // holds the key yet, but a stale entry must not keep its expiry slot.
+            self.take(model, &key);
+            self.put(model, &key, entry);
         }
     }
 
@@ -224,7 +354,14 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         Some(old)
     }
 
-    fn replace_with_guard(&mut self, model: u32, key: &str, failed: bool, deadline: Millis) {
+    fn replace_with_guard(
+        &mut self,
+        model: u32,
+        key: &str,
+        failed: bool,
+        deadline: Millis,
+        origin: u32,
+    ) {
         self.take(model, key);
         let seq = self.seq();
         self.put(
@@ -234,6 +371,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                 failed,
                 deadline,
                 seq,
+                origin,
             },
         );
     }
@@ -246,6 +384,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         time: Millis,
         ttl: Millis,
         payload: P,
+        origin: u32,
     ) -> Joined<P, L> {
         let deadline = time.saturating_add(ttl);
         let existing = self
@@ -261,6 +400,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                     key,
                     Entry::Prediction {
                         payload,
+                        origin,
                         time,
                         deadline,
                         seq,
@@ -280,14 +420,20 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                     // guard keeps later copies of either from counting again.
                     self.stats.unlabeled += 1;
                     self.stats.unmatched_labels += 1;
-                    self.replace_with_guard(model, key, false, deadline.max(label_deadline));
+                    self.replace_with_guard(
+                        model,
+                        key,
+                        false,
+                        deadline.max(label_deadline),
+                        origin,
+                    );
                     Joined::AfterTtl(Unlabeled {
                         prediction: payload,
                         prediction_time: time,
                         deadline,
                     })
                 } else if time <= label_deadline {
-                    self.replace_with_guard(model, key, false, deadline);
+                    self.replace_with_guard(model, key, false, deadline, origin);
                     self.stats.matched += 1;
                     Joined::Matched(Match {
                         prediction: payload,
@@ -305,6 +451,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                         key,
                         Entry::Prediction {
                             payload,
+                            origin,
                             time,
                             deadline,
                             seq,
@@ -328,6 +475,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         key: &str,
         time: Millis,
         ttl: Millis,
+        origin: u32,
     ) -> Joined<P, L> {
         let existing = self
             .entries
@@ -336,12 +484,12 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
             .cloned();
         match existing {
             None => {
-                self.replace_with_guard(model, key, true, time.saturating_add(ttl));
+                self.replace_with_guard(model, key, true, time.saturating_add(ttl), origin);
                 Joined::Pending
             }
             Some(Entry::Label { .. }) => {
                 self.stats.labels_for_failed += 1;
-                self.replace_with_guard(model, key, true, time.saturating_add(ttl));
+                self.replace_with_guard(model, key, true, time.saturating_add(ttl), origin);
                 Joined::ForFailedRequest
             }
             Some(_) => {
@@ -359,6 +507,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         time: Millis,
         early_ttl: Millis,
         payload: L,
+        origin: u32,
     ) -> Joined<P, L> {
         let existing = self
             .entries
@@ -377,7 +526,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                     self.stats.unmatched_labels += 1;
                     Joined::Unmatched
                 } else if time <= deadline {
-                    self.replace_with_guard(model, key, false, deadline);
+                    self.replace_with_guard(model, key, false, deadline, origin);
                     self.stats.matched += 1;
                     Joined::Matched(Match {
                         prediction,
@@ -395,6 +544,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                         key,
                         Entry::Label {
                             payload,
+                            origin,
                             time,
                             deadline: label_deadline,
                             seq,
@@ -415,6 +565,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                     key,
                     Entry::Label {
                         payload,
+                        origin,
                         time,
                         deadline,
                         seq,
@@ -449,6 +600,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
             {
                 Some(Entry::Prediction {
                     payload,
+                    origin,
                     time,
                     deadline,
                     ..
@@ -456,6 +608,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                     self.stats.unlabeled += 1;
                     out.push(Expired {
                         model,
+                        origin,
                         unlabeled: Unlabeled {
                             prediction: payload,
                             prediction_time: time,
@@ -481,10 +634,10 @@ mod tests {
     fn label_after_prediction_and_before() {
         let mut j = J::new(1, 100);
         assert_eq!(
-            j.insert_prediction(0, "a", 1_000, 10_000, "p"),
+            j.insert_prediction(0, "a", 1_000, 10_000, "p", 0),
             Joined::Pending
         );
-        let m = j.insert_label(0, "a", 5_000, 1_000, "l");
+        let m = j.insert_label(0, "a", 5_000, 1_000, "l", 0);
         assert!(matches!(
             m,
             Joined::Matched(Match {
@@ -494,17 +647,20 @@ mod tests {
             })
         ));
         assert_eq!(
-            j.insert_label(0, "a", 6_000, 1_000, "l2"),
+            j.insert_label(0, "a", 6_000, 1_000, "l2", 0),
             Joined::Duplicate
         );
         assert_eq!(
-            j.insert_prediction(0, "a", 1_000, 10_000, "p2"),
+            j.insert_prediction(0, "a", 1_000, 10_000, "p2", 0),
             Joined::Duplicate
         );
         // early label
-        assert_eq!(j.insert_label(0, "b", 2_000, 1_000, "l"), Joined::Pending);
+        assert_eq!(
+            j.insert_label(0, "b", 2_000, 1_000, "l", 0),
+            Joined::Pending
+        );
         assert!(matches!(
-            j.insert_prediction(0, "b", 2_500, 10_000, "p"),
+            j.insert_prediction(0, "b", 2_500, 10_000, "p", 0),
             Joined::Matched(_)
         ));
         assert_eq!(j.stats.matched, 2);
@@ -515,24 +671,24 @@ mod tests {
     #[test]
     fn ttl_expiry_and_eviction() {
         let mut j = J::new(2, 3);
-        j.insert_prediction(0, "a", 0, 100, "pa");
-        j.insert_prediction(1, "a", 10, 100, "pb"); // same id, other model: separate
-        j.insert_label(0, "x", 20, 50, "lx");
+        j.insert_prediction(0, "a", 0, 100, "pa", 0);
+        j.insert_prediction(1, "a", 10, 100, "pb", 0); // same id, other model: separate
+        j.insert_label(0, "x", 20, 50, "lx", 0);
         let expired = j.expire_before(101);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].unlabeled.deadline, 100);
         assert_eq!(j.stats.unmatched_labels, 1, "x waited until 70");
-        j.insert_prediction(0, "c", 200, 100, "pc");
-        j.insert_prediction(0, "d", 201, 100, "pd");
-        j.insert_prediction(0, "e", 202, 100, "pe");
-        j.insert_prediction(0, "f", 203, 100, "pf");
+        j.insert_prediction(0, "c", 200, 100, "pc", 0);
+        j.insert_prediction(0, "d", 201, 100, "pd", 0);
+        j.insert_prediction(0, "e", 202, 100, "pe", 0);
+        j.insert_prediction(0, "f", 203, 100, "pf", 0);
         assert_eq!(j.len(), 3);
         assert_eq!(
             j.stats.evicted_predictions, 2,
             "pb and pc, nearest their deadlines"
         );
         // a label after its prediction's TTL but before the watermark expired it
-        let late = j.insert_label(0, "d", 400, 50, "ld");
+        let late = j.insert_label(0, "d", 400, 50, "ld", 0);
         assert!(matches!(
             late,
             Joined::AfterTtl(Unlabeled { deadline: 301, .. })

@@ -20,6 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::Ack;
+use crate::join::Moved;
 use crate::series::AnySummary;
 use crate::time::Millis;
 use crate::watermark::SourceProgress;
@@ -106,5 +107,48 @@ impl PartialBatch {
                 ..PartialBatch::default()
             },
         )
+    }
+}
+
+/// A waiting prediction as it moves between shards: segment values and class by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MovedVerdict {
+    Binary { predicted: bool, score: Option<f64> },
+    Class(String),
+    Value(f64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MovedPrediction {
+    pub verdict: MovedVerdict,
+    pub dims: Vec<String>,
+}
+
+/// A waiting label as it moves between shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MovedTruth {
+    Binary(bool),
+    Class(String),
+    Value(f64),
+}
+
+/// The join state of some sources (a co-partitioned pair of input partitions) as it
+/// leaves one shard for another ([`crate::engine::Engine::export_sources`] and
+/// [`crate::engine::Engine::import_sources`]): every waiting prediction, waiting label
+/// and duplicate guard read from them, with origins as indexes into the exported sources,
+/// and how far each source had got.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub entries: Vec<Moved<MovedPrediction, MovedTruth>>,
+    pub reached: Vec<Option<Millis>>,
+}
+
+impl PartitionState {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, BatchError> {
+        Ok(postcard::to_stdvec(self)?)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<PartitionState, BatchError> {
+        Ok(postcard::from_bytes(bytes)?)
     }
 }

@@ -18,7 +18,7 @@ use slaguard::watermark::SourceId;
 fn shards_and_an_evaluator_equal_a_single_engine() {
     let golden = Golden::new();
     for (seed, shards) in [(0u64, 1usize), (1, 2), (2, 2), (3, 3), (4, 3)] {
-        golden.check(seed, shards, false);
+        golden.check(seed, shards, Move::None);
     }
 }
 
@@ -30,8 +30,29 @@ fn shards_and_an_evaluator_equal_a_single_engine() {
 fn a_partition_moving_between_shards_changes_nothing() {
     let golden = Golden::new();
     for (seed, shards) in [(10u64, 2usize), (11, 2), (12, 3), (13, 3), (14, 2), (15, 3)] {
-        golden.check(seed, shards, true);
+        golden.check(seed, shards, Move::Reread);
     }
+}
+
+/// The same moves, but the pairs' join state travels with them instead: each shard gives
+/// up every pair's waiting predictions, labels and guards, the new owners take them and
+/// read on from where the previous owners stopped, re-reading nothing.
+#[test]
+fn join_state_moving_with_its_partitions_changes_nothing() {
+    let golden = Golden::new();
+    for (seed, shards) in [(20u64, 2usize), (21, 2), (22, 3), (23, 3), (24, 2), (25, 3)] {
+        golden.check(seed, shards, Move::State);
+    }
+}
+
+/// Whether, and how, a partition pair moves between shards midway.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Move {
+    None,
+    /// The new owners re-read their partitions up to where the previous owners stopped.
+    Reread,
+    /// The join state moves with the partitions; nothing is re-read.
+    State,
 }
 
 /// A batch as another instance receives it: through its wire form, and every third one
@@ -74,7 +95,7 @@ impl Golden {
         }
     }
 
-    fn check(&self, seed: u64, shards: usize, move_one: bool) {
+    fn check(&self, seed: u64, shards: usize, mode: Move) {
         let parts = &self.parts;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         // Co-partitioned pairs move together; any pair may land on any shard.
@@ -97,7 +118,7 @@ impl Golden {
         };
         loop {
             steps += 1;
-            if move_one && steps == move_at {
+            if mode != Move::None && steps == move_at {
                 // Every shard hands in what it has, then the group is rebuilt with one
                 // pair on another shard.
                 for (shard, e) in shard_engines.iter_mut().enumerate() {
@@ -112,9 +133,21 @@ impl Golden {
                         }
                     }
                 }
+                let states: Vec<_> = (0..P)
+                    .map(|pair| {
+                        let (shard, inferences) = at[pair];
+                        shard_engines[shard].export_sources(&[inferences, at[pair + P].1])
+                    })
+                    .collect();
                 let pair = rng.random_range(0..P);
                 owner[pair] = (owner[pair] + 1 + rng.random_range(0..shards - 1)) % shards;
-                (shard_engines, at, mapping) = self.assign(&owner, shards, &pos, &counted, &global);
+                if mode == Move::State {
+                    (shard_engines, at, mapping) =
+                        self.assign_with_state(&owner, shards, &pos, &global, states);
+                } else {
+                    (shard_engines, at, mapping) =
+                        self.assign(&owner, shards, &pos, &counted, &global);
+                }
             }
             let live: Vec<usize> = (0..2 * P).filter(|&i| pos[i] < parts[i].len()).collect();
             let Some(&i) = live.get(rng.random_range(0..live.len().max(1))) else {
@@ -149,7 +182,7 @@ impl Golden {
             Output::Breach(b) => serde_json::to_string(b).ok(),
             _ => None,
         });
-        let case = format!("seed {seed}, {shards} shards, move {move_one}");
+        let case = format!("seed {seed}, {shards} shards, move {mode:?}");
         assert_eq!(metrics.len(), self.expected_metrics.len(), "{case}");
         for (a, b) in metrics.iter().zip(&self.expected_metrics) {
             assert_eq!(a, b, "{case}: snapshot differs");
@@ -194,6 +227,44 @@ impl Golden {
         }
         for e in &mut engines {
             e.end_replay();
+        }
+        for (part, &(shard, local)) in at.iter().enumerate() {
+            if pos[part] == self.parts[part].len() {
+                engines[shard].end_source(local);
+            }
+        }
+        (engines, at, mapping)
+    }
+
+    /// Fresh shards for `owner`, each taking over its pairs' join state (through its wire
+    /// form) and reading on from `pos`.
+    #[allow(clippy::type_complexity)]
+    fn assign_with_state(
+        &self,
+        owner: &[usize],
+        shards: usize,
+        pos: &[usize],
+        global: &[SourceId],
+        states: Vec<slaguard::partial::PartitionState>,
+    ) -> (Vec<Engine>, Vec<(usize, SourceId)>, Vec<Vec<SourceId>>) {
+        let mut engines: Vec<Engine> = (0..shards)
+            .map(|_| Engine::shard(Arc::clone(&self.cfg)))
+            .collect();
+        let mut at = Vec::new();
+        let mut mapping: Vec<Vec<SourceId>> = vec![Vec::new(); shards];
+        for part in 0..2 * P {
+            let shard = owner[part % P];
+            let local = engines[shard].add_source();
+            at.push((shard, local));
+            mapping[shard].resize(local.0 + 1, global[part]);
+            mapping[shard][local.0] = global[part];
+        }
+        for (pair, state) in states.into_iter().enumerate() {
+            let bytes = state.to_bytes().expect("serialises");
+            let back = slaguard::partial::PartitionState::from_bytes(&bytes).expect("reads back");
+            assert_eq!(back, state);
+            let (shard, inferences) = at[pair];
+            engines[shard].import_sources(&[inferences, at[pair + P].1], back);
         }
         for (part, &(shard, local)) in at.iter().enumerate() {
             if pos[part] == self.parts[part].len() {

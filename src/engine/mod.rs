@@ -102,8 +102,6 @@ pub struct Pred {
     kind: PredKind,
     /// Interned values of the model's dimensions.
     dims: Box<[u32]>,
-    /// The source it came from (a shard rebuilding a moved partition needs it).
-    source: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -609,14 +607,16 @@ impl Engine {
                 Pred {
                     kind,
                     dims: dims.clone(),
-                    source: source.0 as u32,
                 },
+                source.0 as u32,
             ),
-            None => {
-                state
-                    .join
-                    .insert_failed(mi as u32, &ev.request_id, ev.timestamp, model.label_ttl)
-            }
+            None => state.join.insert_failed(
+                mi as u32,
+                &ev.request_id,
+                ev.timestamp,
+                model.label_ttl,
+                source.0 as u32,
+            ),
         };
         if joined == Joined::Duplicate {
             // The first copy counted; this one only moves time.
@@ -716,6 +716,7 @@ impl Engine {
             ev.timestamp,
             model.early_label_ttl,
             truth,
+            source.0 as u32,
         );
         match joined {
             Joined::Matched(m) => self.record_match(mi, m),

@@ -6,11 +6,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::{fold_overflow, Engine, MAX_CLASSES, MISSING, OTHER};
+use super::{fold_overflow, Engine, Pred, PredKind, Truth, MAX_CLASSES, MISSING, OTHER};
 use crate::config::SlaConfig;
 use crate::dead_letter::Reason;
 use crate::event::{Ack, Event};
-use crate::partial::{PartialBatch, PartialItem, VersionSeen};
+use crate::partial::{
+    MovedPrediction, MovedTruth, MovedVerdict, PartialBatch, PartialItem, PartitionState,
+    VersionSeen,
+};
 use crate::series::{AnySummary, Fact, RecordStats, SegmentKey};
 use crate::time::Millis;
 use crate::watermark::SourceId;
@@ -206,6 +209,107 @@ impl Engine {
         self.advance();
     }
 
+    /// Gives up the join state read from `sources` (a co-partitioned pair whose
+    /// partitions leave this shard), for the shard that takes them over. Call it after
+    /// [`Engine::take_batches`]: what it counted has left with the batches.
+    pub fn export_sources(&mut self, sources: &[SourceId]) -> PartitionState {
+        let origins: Vec<u32> = sources.iter().map(|s| s.0 as u32).collect();
+        let moved = self.state.join.take_origins(&origins);
+        let models = &self.state.models;
+        let entries = moved
+            .into_iter()
+            .map(|m| {
+                m.map(
+                    |model, p: Pred| {
+                        let ms = &models[model as usize];
+                        MovedPrediction {
+                            verdict: match p.kind {
+                                PredKind::Binary { predicted, score } => {
+                                    MovedVerdict::Binary { predicted, score }
+                                }
+                                PredKind::Class(c) => {
+                                    MovedVerdict::Class(ms.classes.name(c).to_string())
+                                }
+                                PredKind::Value(v) => MovedVerdict::Value(v),
+                            },
+                            dims: p
+                                .dims
+                                .iter()
+                                .zip(&ms.values)
+                                .map(|(&id, values)| values.name(id).to_string())
+                                .collect(),
+                        }
+                    },
+                    |model, t: Truth| match t {
+                        Truth::Binary(b) => MovedTruth::Binary(b),
+                        Truth::Class(c) => {
+                            MovedTruth::Class(models[model as usize].classes.name(c).to_string())
+                        }
+                        Truth::Value(v) => MovedTruth::Value(v),
+                    },
+                    |origin| origins.iter().position(|o| *o == origin).unwrap_or(0) as u32,
+                )
+            })
+            .collect();
+        let progress = self.state.watermark.progress();
+        PartitionState {
+            entries,
+            reached: sources
+                .iter()
+                .map(|s| progress.get(s.0).and_then(|p| p.max_time))
+                .collect(),
+        }
+    }
+
+    /// Takes over the join state another shard exported for the partitions now read
+    /// through `sources` (in the exported order), instead of re-reading them.
+    pub fn import_sources(&mut self, sources: &[SourceId], state: PartitionState) {
+        let max_segments = self.config.defaults.max_segments;
+        let models = &mut self.state.models;
+        let source = |i: u32| sources.get(i as usize).map_or(u32::MAX, |s| s.0 as u32);
+        let mut entries = Vec::with_capacity(state.entries.len());
+        for m in state.entries {
+            let ms = &mut models[m.model as usize];
+            // Only one of the two translations runs per entry; both may intern a class.
+            let classes = std::cell::RefCell::new(&mut ms.classes);
+            let values = &mut ms.values;
+            let entry = m.map(
+                |_, p: MovedPrediction| Pred {
+                    kind: match p.verdict {
+                        MovedVerdict::Binary { predicted, score } => {
+                            PredKind::Binary { predicted, score }
+                        }
+                        MovedVerdict::Class(c) => {
+                            PredKind::Class(classes.borrow_mut().intern(&c, MAX_CLASSES))
+                        }
+                        MovedVerdict::Value(v) => PredKind::Value(v),
+                    },
+                    dims: p
+                        .dims
+                        .iter()
+                        .zip(values.iter_mut())
+                        .map(|(v, values)| values.intern(v, max_segments))
+                        .collect(),
+                },
+                |_, t: MovedTruth| match t {
+                    MovedTruth::Binary(b) => Truth::Binary(b),
+                    MovedTruth::Class(c) => {
+                        Truth::Class(classes.borrow_mut().intern(&c, MAX_CLASSES))
+                    }
+                    MovedTruth::Value(v) => Truth::Value(v),
+                },
+                source,
+            );
+            entries.push(entry);
+        }
+        self.state.join.put_moved(entries);
+        for (s, reached) in sources.iter().zip(state.reached) {
+            if let Some(t) = reached {
+                self.state.watermark.observe(*s, t);
+            }
+        }
+    }
+
     /// The previous owner of `source`'s partition had expired, and counted, the
     /// predictions whose deadline is before `watermark`.
     pub fn set_counted_through(&mut self, source: SourceId, watermark: Millis) {
@@ -246,7 +350,7 @@ impl Engine {
             return;
         }
         for e in self.state.join.expire_before(wm) {
-            let source = e.unlabeled.prediction.source as usize;
+            let source = e.origin as usize;
             let counted = self
                 .state
                 .counted_through
