@@ -255,7 +255,8 @@ pub async fn demo(
         ("acks".into(), 1),
     ];
     topics.extend(settings.output_topics().into_iter().map(|t| (t, 1)));
-    topics.extend(settings.internal_topics().into_iter().map(|t| (t, 1)));
+    topics.push((settings.output_topic("partials"), 1));
+    topics.push((settings.output_topic("join-state"), 4));
     let mock = MockKafka::start(&topics)?;
     let settings = KafkaSettings::new(&mock.bootstrap);
     let schedule = schedule(&spec)?;

@@ -54,6 +54,15 @@ fn compose_creates_the_right_topics() {
         "one partials partition"
     );
     assert_eq!(
+        partitions("sla.join-state"),
+        partitions("inferences"),
+        "a join-state partition per pair"
+    );
+    assert!(
+        script.contains("create sla.join-state 4 --config=cleanup.policy=compact"),
+        "the join state is compacted"
+    );
+    assert_eq!(
         c["services"]["kafka"]["image"].as_str(),
         Some("apache/kafka:4.1.0")
     );

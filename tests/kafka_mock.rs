@@ -50,6 +50,7 @@ const OUTPUTS: [(&str, i32); 5] = [
 fn all_topics(partitions: i32, labels: i32) -> Vec<(&'static str, i32)> {
     let mut t = vec![("inferences", partitions), ("labels", labels), ("acks", 1)];
     t.extend(OUTPUTS);
+    t.push(("sla.join-state", partitions));
     t
 }
 

@@ -52,6 +52,8 @@ pub struct Checkpoint {
 pub struct CommitMark {
     pub resume: Option<crate::time::Millis>,
     pub counted: Option<crate::time::Millis>,
+    /// The sequence number of the join-state hand-over made with this commit, if any.
+    pub state: Option<u64>,
     pub seq: u64,
     pub next: i64,
 }
@@ -63,9 +65,10 @@ impl CommitMark {
         let time =
             |t: Option<crate::time::Millis>| t.map_or(String::new(), crate::time::format_rfc3339);
         format!(
-            "{MARK}resume={};counted={};seq={};next={}",
+            "{MARK}resume={};counted={};state={};seq={};next={}",
             time(self.resume),
             time(self.counted),
+            self.state.map_or(String::new(), |s| s.to_string()),
             self.seq,
             self.next
         )
@@ -77,7 +80,8 @@ impl CommitMark {
         for field in metadata.strip_prefix(MARK)?.split(';') {
             let (key, value) = field.split_once('=')?;
             match key {
-                "resume" | "counted" if value.is_empty() => {}
+                "resume" | "counted" | "state" if value.is_empty() => {}
+                "state" => mark.state = Some(value.parse().ok()?),
                 "resume" => mark.resume = Some(crate::time::parse_rfc3339(value)?),
                 "counted" => mark.counted = Some(crate::time::parse_rfc3339(value)?),
                 "seq" => mark.seq = value.parse().ok()?,
@@ -191,12 +195,14 @@ mod tests {
             CommitMark {
                 resume: Some(1_793_534_400_000),
                 counted: None,
+                state: Some(7),
                 seq: 7,
                 next: 1234,
             },
             CommitMark {
                 resume: None,
                 counted: Some(1_793_530_800_000),
+                state: None,
                 seq: 0,
                 next: 0,
             },

@@ -4,6 +4,7 @@
 //! call, clock and file.
 
 pub mod checkpoint;
+pub mod handover;
 pub mod partials;
 pub mod preflight;
 pub mod processor;
@@ -117,9 +118,14 @@ impl KafkaSettings {
         format!("{}{what}", self.output_prefix)
     }
 
-    /// The topic between the two stages of `run`, with one partition (see [`partials`]).
+    /// The topics `run` keeps for itself: the batches between its two stages (one
+    /// partition, see [`partials`]) and the join state handed over with partitions
+    /// (compacted, as many partitions as the inferences topic, see [`handover`]).
     pub fn internal_topics(&self) -> Vec<String> {
-        vec![self.output_topic("partials")]
+        vec![
+            self.output_topic("partials"),
+            self.output_topic("join-state"),
+        ]
     }
 
     pub fn output_topics(&self) -> Vec<String> {

@@ -10,11 +10,8 @@
 //! (the evaluator keys its watermark by input partition, not by shard). A batch too large
 //! for one message is split into pieces that apply in order as the whole would.
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use serde::{Deserialize, Serialize};
 
-use super::{KafkaSettings, KafkaShellError, PartitionCounts};
 use crate::partial::{BatchError, PartialBatch};
 
 /// Largest message written, below the brokers' default limit of about 1 MB.
@@ -53,46 +50,4 @@ impl PartialMessage {
     pub fn decode(bytes: &[u8]) -> Result<PartialMessage, BatchError> {
         postcard::from_bytes(bytes).map_err(BatchError::from)
     }
-}
-
-/// Creates the partials topic when it does not exist yet; one that exists must have one
-/// partition.
-pub async fn ensure_topic(
-    settings: &KafkaSettings,
-    counts: &PartitionCounts,
-    retention_ms: i64,
-) -> Result<(), KafkaShellError> {
-    let topic = settings.output_topic("partials");
-    match counts.get(&topic) {
-        Some(1) => return Ok(()),
-        Some(n) => {
-            return Err(KafkaShellError::Invalid(format!(
-                "the internal topic `{topic}` has {n} partitions; it must have exactly one (delete it and slaguard creates it)"
-            )))
-        }
-        None => {}
-    }
-    let admin: AdminClient<DefaultClientContext> = settings.client().create()?;
-    let retention = retention_ms.to_string();
-    let new = NewTopic::new(&topic, 1, TopicReplication::Fixed(-1))
-        .set("cleanup.policy", "delete")
-        .set("retention.ms", &retention);
-    let results = admin
-        .create_topics([&new], &AdminOptions::new())
-        .await
-        .map_err(|e| cannot_create(&topic, e.to_string()))?;
-    for r in results {
-        match r {
-            Ok(_) => tracing::info!(topic, "created the internal partials topic"),
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(cannot_create(&topic, code.to_string())),
-        }
-    }
-    Ok(())
-}
-
-fn cannot_create(topic: &str, detail: String) -> KafkaShellError {
-    KafkaShellError::Invalid(format!(
-        "cannot create the internal topic `{topic}` ({detail}); create it with one partition"
-    ))
 }

@@ -1,8 +1,10 @@
 //! Start-up checks with clear errors: brokers unreachable, a topic missing, inferences
-//! and labels not co-partitioned.
+//! and labels not co-partitioned; and the internal topics `run` creates for itself.
 
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::{KafkaSettings, KafkaShellError, PartitionCounts};
@@ -62,4 +64,52 @@ pub fn check(
         });
     }
     Ok(counts)
+}
+
+/// Creates internal topic `topic` with `partitions` partitions and `config` when it does
+/// not exist yet (replication: the brokers' default); one that exists must have that many
+/// partitions.
+pub async fn ensure_internal_topic(
+    settings: &KafkaSettings,
+    counts: &PartitionCounts,
+    topic: &str,
+    partitions: usize,
+    config: &[(&str, &str)],
+) -> Result<(), KafkaShellError> {
+    let wanted = config
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cannot = |detail: String| {
+        KafkaShellError::Invalid(format!(
+            "cannot create the internal topic `{topic}` ({detail}); create it with {partitions} partition(s), {wanted}"
+        ))
+    };
+    match counts.get(topic) {
+        Some(n) if *n == partitions => return Ok(()),
+        Some(n) => {
+            return Err(KafkaShellError::Invalid(format!(
+                "the internal topic `{topic}` has {n} partition(s) where slaguard needs {partitions} ({wanted}): delete it and slaguard creates it"
+            )))
+        }
+        None => {}
+    }
+    let admin: AdminClient<DefaultClientContext> = settings.client().create()?;
+    let mut new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(-1));
+    for (k, v) in config {
+        new = new.set(k, v);
+    }
+    let results = admin
+        .create_topics([&new], &AdminOptions::new())
+        .await
+        .map_err(|e| cannot(e.to_string()))?;
+    for r in results {
+        match r {
+            Ok(_) => tracing::info!(topic, "created an internal topic"),
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(cannot(code.to_string())),
+        }
+    }
+    Ok(())
 }

@@ -37,7 +37,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{fingerprint, Checkpoint, CheckpointStore, CommitMark};
-use super::partials::{self, PartialMessage, MAX_MESSAGE_BYTES};
+use super::handover;
+use super::partials::{PartialMessage, MAX_MESSAGE_BYTES};
 use super::sink::{Sink, SinkCounts};
 use super::{preflight, KafkaSettings, KafkaShellError};
 use crate::avro::Codecs;
@@ -499,7 +500,6 @@ impl State {
                 .collect(),
             Stage::Shard(_) => Vec::new(),
         };
-        let rebuild = self.rebuild_offsets();
         let seq = self.seq + 1;
         self.store.save(Checkpoint {
             version: 0,
@@ -515,6 +515,56 @@ impl State {
             inputs,
             engine: self.engine.snapshot()?,
         })?;
+        self.commit(consumer, timeout, seq, &BTreeSet::new())
+    }
+
+    /// A shard giving up its partitions hands each co-partitioned pair's join state over
+    /// to its next owner (see [`handover`]) in the transaction that commits its batches
+    /// and offsets. No local checkpoint: the state has left this engine.
+    fn hand_over<C: ConsumerContext>(
+        &mut self,
+        consumer: &impl Consumer<C>,
+        timeout: Duration,
+    ) -> Result<(), KafkaShellError> {
+        let batches = self.engine.take_batches();
+        self.send_batches(batches)?;
+        let seq = self.seq + 1;
+        let mut pairs: BTreeMap<i32, [Option<SourceId>; 2]> = BTreeMap::new();
+        for ((topic, partition), source) in &self.sources {
+            let side = match self.settings.role(topic) {
+                Some(InputKind::Inferences) => 0,
+                Some(InputKind::Labels) => 1,
+                _ => continue,
+            };
+            pairs.entry(*partition).or_default()[side] = *source;
+        }
+        let mut handed = BTreeSet::new();
+        for (pair, sources) in pairs {
+            let [Some(inferences), Some(labels)] = sources else {
+                continue;
+            };
+            let state = self.engine.export_sources(&[inferences, labels]);
+            let entries = state.entries.len();
+            for (key, value) in handover::messages(seq, &state)? {
+                self.sink.join_state(pair, &key, &value)?;
+            }
+            tracing::debug!(pair, entries, "join state handed over");
+            handed.insert(pair);
+        }
+        self.sink.flush(timeout)?;
+        self.commit(consumer, timeout, seq, &handed)
+    }
+
+    /// Commits the rebuild offsets with their [`CommitMark`]s (in the transaction, when
+    /// the sink has one), as checkpoint `seq`, the pairs in `handed` handed over with it.
+    fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &impl Consumer<C>,
+        timeout: Duration,
+        seq: u64,
+        handed: &BTreeSet<i32>,
+    ) -> Result<(), KafkaShellError> {
+        let rebuild = self.rebuild_offsets();
         self.seq = seq;
         let shard = matches!(self.stage, Stage::Shard(_));
         let mut tpl = TopicPartitionList::new();
@@ -523,6 +573,7 @@ impl State {
             let mark = CommitMark {
                 resume: self.engine.emitted_through(),
                 counted: if shard { self.engine.watermark() } else { None },
+                state: handed.contains(p).then_some(seq),
                 seq,
                 next: self.offsets.get(&(t.clone(), *p)).copied().unwrap_or(*o),
             };
@@ -556,12 +607,14 @@ impl State {
     /// Takes over `assigned` partitions: restores a checkpoint when one covers exactly
     /// them with the same configuration (with a transactional sink, the one the last
     /// committed transaction follows), else rebuilds from the committed offsets.
-    /// Returns whether a checkpoint was restored.
+    /// Returns the offsets to start reading at where they are not the committed ones: a
+    /// restored checkpoint's, or the previous owner's next offsets of the pairs whose
+    /// join state it handed over.
     fn assign(
         &mut self,
         assigned: Vec<PartitionKey>,
         committed: &BTreeMap<PartitionKey, CommitMark>,
-    ) -> Result<bool, KafkaShellError> {
+    ) -> Result<BTreeMap<PartitionKey, i64>, KafkaShellError> {
         let now = Instant::now();
         let wanted: BTreeSet<&PartitionKey> = assigned.iter().collect();
         self.offsets.clear();
@@ -624,7 +677,7 @@ impl State {
                 self.seq = self.seq.max(c.seq);
                 self.summary.restored = true;
                 tracing::info!(stage = self.stage.name(), path = %self.store.path().display(), seq = c.seq, partitions = assigned.len(), "restored the checkpoint");
-                return Ok(true);
+                return Ok(self.offsets.clone());
             }
             tracing::info!(
                 stage = self.stage.name(),
@@ -636,33 +689,38 @@ impl State {
         }
         self.marks.clear();
         self.dead_below = committed.iter().map(|(k, m)| (k.clone(), m.next)).collect();
-        match &mut self.stage {
-            Stage::Shard(shard) => {
-                self.engine = Engine::shard(Arc::clone(&self.config));
-                self.sources = assigned
-                    .into_iter()
-                    .map(|k| (k, Some(self.engine.add_source())))
-                    .collect();
-                shard.replay_until.clear();
-                for (k, s) in &self.sources {
-                    let (Some(mark), Some(s)) = (committed.get(k), s) else {
-                        continue;
-                    };
-                    if let Some(w) = mark.counted {
-                        self.engine.set_counted_through(*s, w);
-                    }
-                    if self.start.get(k).is_some_and(|start| *start < mark.next) {
-                        shard.replay_until.insert(k.clone(), mark.next);
-                    }
+        if let Stage::Shard(_) = self.stage {
+            self.engine = Engine::shard(Arc::clone(&self.config));
+            self.sources = assigned
+                .iter()
+                .map(|k| (k.clone(), Some(self.engine.add_source())))
+                .collect();
+            let imported = self.import_handed_over(committed)?;
+            let mut replay_until = BTreeMap::new();
+            for (k, s) in &self.sources {
+                let (Some(mark), Some(s), false) = (committed.get(k), s, imported.contains_key(k))
+                else {
+                    continue;
+                };
+                if let Some(w) = mark.counted {
+                    self.engine.set_counted_through(*s, w);
                 }
-                if !shard.replay_until.is_empty() {
-                    tracing::info!(
-                        partitions = shard.replay_until.len(),
-                        "re-reading moved partitions up to where their previous owner stopped"
-                    );
-                    self.engine.begin_replay();
+                if self.start.get(k).is_some_and(|start| *start < mark.next) {
+                    replay_until.insert(k.clone(), mark.next);
                 }
             }
+            if !replay_until.is_empty() {
+                tracing::info!(
+                    partitions = replay_until.len(),
+                    "re-reading moved partitions up to where their previous owner stopped"
+                );
+                self.engine.begin_replay();
+            }
+            self.stage = Stage::Shard(ShardStage { replay_until });
+            return Ok(imported);
+        }
+        match &mut self.stage {
+            Stage::Shard(_) => {}
             Stage::Evaluator(evaluator) => {
                 self.engine = Engine::new(Arc::clone(&self.config));
                 evaluator.inputs = evaluator
@@ -679,7 +737,67 @@ impl State {
                 self.sources = assigned.into_iter().map(|k| (k, None)).collect();
             }
         }
-        Ok(false)
+        Ok(BTreeMap::new())
+    }
+
+    /// Imports the join state handed over for each assigned pair whose two partitions'
+    /// commits name the same hand-over, and returns where those partitions read on (the
+    /// previous owner's next offsets). Pairs without one are rebuilt by re-reading.
+    fn import_handed_over(
+        &mut self,
+        committed: &BTreeMap<PartitionKey, CommitMark>,
+    ) -> Result<BTreeMap<PartitionKey, i64>, KafkaShellError> {
+        let pair = |p: i32| {
+            [
+                (self.settings.inferences_topic.clone(), p),
+                (self.settings.labels_topic.clone(), p),
+            ]
+        };
+        let wanted: BTreeMap<i32, u64> = self
+            .sources
+            .keys()
+            .filter(|(t, _)| *t == self.settings.inferences_topic)
+            .filter_map(|(_, p)| {
+                let [i, l] = pair(*p).map(|k| committed.get(&k).and_then(|m| m.state));
+                i.filter(|_| i == l).map(|seq| (*p, seq))
+            })
+            .collect();
+        let began = Instant::now();
+        let states = handover::read(&self.settings, &wanted, Duration::from_secs(30))?;
+        let mut start = BTreeMap::new();
+        for (p, state) in states {
+            let keys = pair(p);
+            let sources: Vec<SourceId> = keys
+                .iter()
+                .filter_map(|k| self.sources.get(k).copied().flatten())
+                .collect();
+            let entries = state.entries.len();
+            self.engine.import_sources(&sources, state);
+            for k in keys {
+                // If this owner dies before handing over in turn, its successor re-reads
+                // from where the previous owner's successor would have.
+                if let Some(from) = self.start.get(&k) {
+                    self.marks
+                        .insert(k.clone(), VecDeque::from([(i64::MIN, *from)]));
+                }
+                if let Some(m) = committed.get(&k) {
+                    self.offsets.insert(k.clone(), m.next);
+                    start.insert(k, m.next);
+                }
+            }
+            tracing::debug!(pair = p, entries, "took over a pair's join state");
+        }
+        let missing = wanted.len() - start.len() / 2;
+        if missing > 0 {
+            tracing::warn!(
+                missing,
+                "handed-over join state not found in time: re-reading those pairs instead"
+            );
+        }
+        if !wanted.is_empty() {
+            tracing::info!(pairs = start.len() / 2, took = ?began.elapsed(), "took over the join state handed over with the partitions");
+        }
+        Ok(start)
     }
 }
 
@@ -763,7 +881,11 @@ impl GroupContext {
             partitions = tpl.count(),
             "partitions revoked: draining"
         );
-        if let Err(e) = s.checkpoint(consumer, self.timeout) {
+        let drained = match s.stage {
+            Stage::Shard(_) => s.hand_over(consumer, self.timeout),
+            Stage::Evaluator(_) => s.checkpoint(consumer, self.timeout),
+        };
+        if let Err(e) = drained {
             tracing::error!(error = %e, "drain on revoke failed: offsets not committed");
             s.failure = Some(e);
         }
@@ -807,17 +929,16 @@ impl GroupContext {
         );
         s.start = start;
         match s.assign(assigned, &committed) {
-            Ok(true) => {
-                // Restored: read on from where the checkpoint stopped.
-                for ((topic, partition), offset) in &s.offsets {
+            Ok(start) => {
+                // Read on from where the restored or handed-over state stopped.
+                for ((topic, partition), offset) in &start {
                     if let Err(e) =
                         tpl.set_partition_offset(topic, *partition, Offset::Offset(*offset))
                     {
-                        tracing::warn!(error = %e, topic, partition, "cannot start at the checkpoint's offset; reading from the committed one");
+                        tracing::warn!(error = %e, topic, partition, "cannot start at the state's offset; reading from the committed one");
                     }
                 }
             }
-            Ok(false) => {}
             Err(e) => s.failure = Some(e),
         }
     }
@@ -1090,7 +1211,23 @@ pub async fn run(
     let eval_horizon = evaluator_horizon(&config);
     // Kept long enough for an evaluator to rebuild from, and a week at least.
     let retention = (2 * eval_horizon).max(7 * 86_400_000);
-    partials::ensure_topic(&settings, &counts, retention).await?;
+    let retention = retention.to_string();
+    preflight::ensure_internal_topic(
+        &settings,
+        &counts,
+        &settings.output_topic("partials"),
+        1,
+        &[("cleanup.policy", "delete"), ("retention.ms", &retention)],
+    )
+    .await?;
+    preflight::ensure_internal_topic(
+        &settings,
+        &counts,
+        &settings.output_topic("join-state"),
+        counts.get(&settings.inferences_topic).copied().unwrap_or(1),
+        &[("cleanup.policy", "compact")],
+    )
+    .await?;
     let known: Vec<PartitionKey> = settings
         .input_topics()
         .iter()

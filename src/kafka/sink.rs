@@ -62,6 +62,7 @@ pub struct Sink {
     metrics: String,
     dead_letters: String,
     partials: String,
+    join_state: String,
     formats: super::Formats,
     sla_version: String,
     pub counts: SinkCounts,
@@ -124,6 +125,7 @@ impl Sink {
             metrics: settings.output_topic("metrics"),
             dead_letters: settings.output_topic("dead_letters"),
             partials: settings.output_topic("partials"),
+            join_state: settings.output_topic("join-state"),
             formats: settings.formats.clone(),
             sla_version: sla_version.to_string(),
             counts: SinkCounts::default(),
@@ -258,6 +260,21 @@ impl Sink {
         self.counts.partials += 1;
         let record: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(&self.partials).partition(0).payload(value);
+        self.produce(record)
+    }
+
+    /// Queues one message of a pair's join-state hand-over (see
+    /// [`super::handover`]), to the join-state topic's partition `pair`.
+    pub fn join_state(
+        &mut self,
+        pair: i32,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), KafkaShellError> {
+        let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.join_state)
+            .partition(pair)
+            .key(key.as_bytes())
+            .payload(value);
         self.produce(record)
     }
 

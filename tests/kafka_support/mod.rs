@@ -400,14 +400,14 @@ impl<'a> Stages<'a> {
         }
     }
 
-    /// Produces the inferences and labels whose event time is in `[from, to)`.
-    pub fn produce(&self, from: i64, to: i64) {
+    /// Produces the inferences and labels whose event time is in `[from, to)` and
+    /// returns how many (lines without a readable time are in no stage).
+    pub fn produce(&self, from: i64, to: i64) -> usize {
         let s = self.settings;
         produce_lines(
             self.brokers,
             &s.inferences_topic,
             stage(&self.inferences, from, to),
-        );
-        produce_lines(self.brokers, &s.labels_topic, stage(&self.labels, from, to));
+        ) + produce_lines(self.brokers, &s.labels_topic, stage(&self.labels, from, to))
     }
 }
