@@ -1,5 +1,6 @@
 //! Hot paths of the engine: decoding, join, summary updates, window advance, metric
-//! evaluation, a whole file replay, and the checkpoint of a million pending predictions.
+//! evaluation, a whole file replay, and the checkpoint and hand-over of a million pending
+//! predictions.
 //! Run with `cargo bench --bench engine`.
 
 use std::hint::black_box;
@@ -174,6 +175,32 @@ models:
             slaguard::engine::Engine::restore(Arc::clone(&cfg), black_box(&snapshot))
                 .expect("restore")
         })
+    });
+    // A partition moving to another instance: its join state is exported, written out,
+    // read back and imported by the new owner.
+    let handed = slaguard::engine::Engine::restore(Arc::clone(&cfg), &snapshot)
+        .expect("restore")
+        .export_sources(&[source])
+        .to_bytes()
+        .expect("bytes");
+    eprintln!(
+        "join state handed over for 1,000,000 pending predictions: {} MB",
+        handed.len() / 1_000_000
+    );
+    g.bench_function("hand_over_1m_pending", |b| {
+        b.iter_batched(
+            || slaguard::engine::Engine::restore(Arc::clone(&cfg), &snapshot).expect("restore"),
+            |mut from| {
+                let bytes = from.export_sources(&[source]).to_bytes().expect("bytes");
+                let state = slaguard::partial::PartitionState::from_bytes(&bytes).expect("read");
+                let mut to = slaguard::engine::Engine::shard(Arc::clone(&cfg));
+                let s = to.add_source();
+                to.import_sources(&[s], state);
+                assert_eq!(to.pending_predictions(), 1_000_000);
+                to
+            },
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 }

@@ -21,9 +21,11 @@
 //! is one) the offsets a successor would rebuild from, with a [`CommitMark`]. This runs
 //! every `commit_interval`, when partitions are revoked, and at shutdown (SIGINT/SIGTERM).
 //! A restarted instance with the same assignment restores its checkpoint and reads on
-//! from its offsets; a new owner rebuilds: a shard re-reads its partitions from the
-//! rebuild offsets without counting again what its predecessor counted, an evaluator
-//! re-reads batches quietly up to where its predecessor's outputs reached.
+//! from its offsets. A shard giving its partitions up hands their join state over
+//! ([`handover`]) for the next owner to read on from; without a hand-over (after a crash)
+//! a new owner rebuilds: a shard re-reads its partitions from the rebuild offsets without
+//! counting again what its predecessor counted, an evaluator re-reads batches quietly up
+//! to where its predecessor's outputs reached.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
