@@ -68,10 +68,6 @@ pub struct RunOptions {
     /// Kafka transactions for the evaluator's outputs too: each checkpoint commits them
     /// together with the offsets of the batches they came from.
     pub exactly_once: bool,
-    /// How often shards snapshot their join state to the join-state topic (also done
-    /// whenever they give partitions up): a successor after a crash re-reads at most
-    /// this much input.
-    pub snapshot_interval: Duration,
 }
 
 /// What a run did.
@@ -103,23 +99,6 @@ struct ShardStage {
     /// After a rebuild, per partition being re-read: messages below this offset were read
     /// and summarised by the previous owner.
     replay_until: BTreeMap<PartitionKey, i64>,
-    /// Per pair, its latest join-state snapshot (see [`handover`]).
-    snapshots: BTreeMap<i32, handover::Snapshot>,
-    /// Per partition, the offset its pair's latest snapshot was taken at: the committed
-    /// offset, from which a successor reads on.
-    snapshot_next: BTreeMap<PartitionKey, i64>,
-    last_snapshot: Option<Instant>,
-}
-
-impl ShardStage {
-    fn new() -> ShardStage {
-        ShardStage {
-            replay_until: BTreeMap::new(),
-            snapshots: BTreeMap::new(),
-            snapshot_next: BTreeMap::new(),
-            last_snapshot: None,
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -152,8 +131,6 @@ struct State {
     store: CheckpointStore,
     fingerprint: [u8; 32],
     idle_timeout: Duration,
-    /// How often a shard snapshots its join state to the join-state topic.
-    snapshot_interval: Duration,
     /// Assigned partitions → engine source (a shard's input partitions; none for the
     /// evaluator's partials partition).
     sources: BTreeMap<PartitionKey, Option<SourceId>>,
@@ -483,14 +460,10 @@ impl State {
                     marks.pop_front();
                 }
             }
-            let pinned = match &self.stage {
-                Stage::Shard(shard) => shard.snapshot_next.get(key).copied(),
-                Stage::Evaluator(_) => None,
-            };
             out.push((
                 key.0.clone(),
                 key.1,
-                pinned.unwrap_or_else(|| marks.front().map_or(*next, |(_, o)| *o)),
+                marks.front().map_or(*next, |(_, o)| *o),
             ));
         }
         out
@@ -505,16 +478,10 @@ impl State {
         consumer: &impl Consumer<C>,
         timeout: Duration,
     ) -> Result<(), KafkaShellError> {
-        if let Stage::Shard(shard) = &self.stage {
-            let due = shard
-                .last_snapshot
-                .is_none_or(|t| t.elapsed() >= self.snapshot_interval);
+        if let Stage::Shard(_) = self.stage {
             // The batch in the making closes here: a successor starts after it.
             let batches = self.engine.take_batches();
             self.send_batches(batches)?;
-            if due {
-                self.snapshot_join_state()?;
-            }
         }
         self.sink.flush(timeout)?;
         let partitions = self
@@ -550,12 +517,12 @@ impl State {
             inputs,
             engine: self.engine.snapshot()?,
         })?;
-        self.commit(consumer, timeout, seq)
+        self.commit(consumer, timeout, seq, &BTreeSet::new())
     }
 
-    /// A shard giving up its partitions snapshots every pair's join state for its next
-    /// owner and commits in the same transaction. No local checkpoint: the next owner
-    /// (this instance too) takes the snapshot.
+    /// A shard giving up its partitions hands each co-partitioned pair's join state over
+    /// to its next owner (see [`handover`]) in the transaction that commits its batches
+    /// and offsets. No local checkpoint: the state has left this engine.
     fn hand_over<C: ConsumerContext>(
         &mut self,
         consumer: &impl Consumer<C>,
@@ -563,69 +530,41 @@ impl State {
     ) -> Result<(), KafkaShellError> {
         let batches = self.engine.take_batches();
         self.send_batches(batches)?;
-        self.snapshot_join_state()?;
-        self.sink.flush(timeout)?;
-        self.commit(consumer, timeout, self.seq + 1)
-    }
-
-    /// Writes a snapshot of each assigned pair's join state to the join-state topic (in
-    /// the open transaction), deleting the pair's previous one, and pins the pair's
-    /// committed offsets to where it was taken.
-    fn snapshot_join_state(&mut self) -> Result<(), KafkaShellError> {
-        let Stage::Shard(shard) = &mut self.stage else {
-            return Ok(());
-        };
-        let mut pairs: BTreeMap<i32, [Option<(PartitionKey, SourceId)>; 2]> = BTreeMap::new();
-        for (key, source) in &self.sources {
-            let side = match self.settings.role(&key.0) {
+        let seq = self.seq + 1;
+        let mut pairs: BTreeMap<i32, [Option<SourceId>; 2]> = BTreeMap::new();
+        for ((topic, partition), source) in &self.sources {
+            let side = match self.settings.role(topic) {
                 Some(InputKind::Inferences) => 0,
                 Some(InputKind::Labels) => 1,
                 _ => continue,
             };
-            if let Some(s) = source {
-                pairs.entry(key.1).or_default()[side] = Some((key.clone(), *s));
-            }
+            pairs.entry(*partition).or_default()[side] = *source;
         }
-        // Unique across instances and restarts: one snapshot never shadows another.
-        let id = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        for (pair, sides) in pairs {
-            let [Some((ki, si)), Some((kl, sl))] = sides else {
+        let mut handed = BTreeSet::new();
+        for (pair, sources) in pairs {
+            let [Some(inferences), Some(labels)] = sources else {
                 continue;
             };
-            // A partition not read yet is at its committed offset.
-            let (Some(ni), Some(nl)) = (
-                self.offsets.get(&ki).or(self.start.get(&ki)).copied(),
-                self.offsets.get(&kl).or(self.start.get(&kl)).copied(),
-            ) else {
-                continue;
-            };
-            let state = self.engine.export_sources(&[si, sl]);
-            let (snapshot, messages) = handover::messages(id, &state)?;
-            for (key, value) in &messages {
-                self.sink.join_state(pair, key, Some(value))?;
+            let state = self.engine.export_sources(&[inferences, labels]);
+            let entries = state.entries.len();
+            for (key, value) in handover::messages(seq, &state)? {
+                self.sink.join_state(pair, &key, &value)?;
             }
-            if let Some(previous) = shard.snapshots.insert(pair, snapshot) {
-                for key in previous.keys() {
-                    self.sink.join_state(pair, &key, None)?;
-                }
-            }
-            shard.snapshot_next.insert(ki, ni);
-            shard.snapshot_next.insert(kl, nl);
+            tracing::debug!(pair, entries, "join state handed over");
+            handed.insert(pair);
         }
-        shard.last_snapshot = Some(Instant::now());
-        Ok(())
+        self.sink.flush(timeout)?;
+        self.commit(consumer, timeout, seq, &handed)
     }
 
     /// Commits the rebuild offsets with their [`CommitMark`]s (in the transaction, when
-    /// the sink has one) as checkpoint `seq`, naming each pair's latest join-state
-    /// snapshot.
+    /// the sink has one), as checkpoint `seq`, the pairs in `handed` handed over with it.
     fn commit<C: ConsumerContext>(
         &mut self,
         consumer: &impl Consumer<C>,
         timeout: Duration,
         seq: u64,
+        handed: &BTreeSet<i32>,
     ) -> Result<(), KafkaShellError> {
         let rebuild = self.rebuild_offsets();
         self.seq = seq;
@@ -636,12 +575,7 @@ impl State {
             let mark = CommitMark {
                 resume: self.engine.emitted_through(),
                 counted: if shard { self.engine.watermark() } else { None },
-                state: match &self.stage {
-                    Stage::Shard(shard) if self.settings.role(t) != Some(InputKind::Acks) => {
-                        shard.snapshots.get(p).map(|s| s.id)
-                    }
-                    _ => None,
-                },
+                state: handed.contains(p).then_some(seq),
                 seq,
                 next: self.offsets.get(&(t.clone(), *p)).copied().unwrap_or(*o),
             };
@@ -763,37 +697,29 @@ impl State {
                 .iter()
                 .map(|k| (k.clone(), Some(self.engine.add_source())))
                 .collect();
-            let snapshots = self.import_snapshots(committed)?;
-            let mut shard = ShardStage::new();
+            let imported = self.import_handed_over(committed)?;
+            let mut replay_until = BTreeMap::new();
             for (k, s) in &self.sources {
-                let (Some(mark), Some(s)) = (committed.get(k), s) else {
+                let (Some(mark), Some(s), false) = (committed.get(k), s, imported.contains_key(k))
+                else {
                     continue;
                 };
                 if let Some(w) = mark.counted {
                     self.engine.set_counted_through(*s, w);
                 }
-                let start = self.start.get(k).copied();
-                if snapshots.contains_key(&k.1) {
-                    if let Some(start) = start {
-                        shard.snapshot_next.insert(k.clone(), start);
-                    }
-                }
-                // What the previous owner read after its snapshot (or since the rebuild
-                // offset) is re-read without being counted again.
-                if start.is_some_and(|start| start < mark.next) {
-                    shard.replay_until.insert(k.clone(), mark.next);
+                if self.start.get(k).is_some_and(|start| *start < mark.next) {
+                    replay_until.insert(k.clone(), mark.next);
                 }
             }
-            if !shard.replay_until.is_empty() {
+            if !replay_until.is_empty() {
                 tracing::info!(
-                    partitions = shard.replay_until.len(),
+                    partitions = replay_until.len(),
                     "re-reading moved partitions up to where their previous owner stopped"
                 );
                 self.engine.begin_replay();
             }
-            shard.snapshots = snapshots;
-            self.stage = Stage::Shard(shard);
-            return Ok(BTreeMap::new());
+            self.stage = Stage::Shard(ShardStage { replay_until });
+            return Ok(imported);
         }
         match &mut self.stage {
             Stage::Shard(_) => {}
@@ -816,13 +742,13 @@ impl State {
         Ok(BTreeMap::new())
     }
 
-    /// Imports the join-state snapshot the commits of each assigned pair name (both of
-    /// its partitions naming the same one); the pair then reads on from where the
-    /// snapshot was taken (its committed offsets). Returns the snapshots imported.
-    fn import_snapshots(
+    /// Imports the join state handed over for each assigned pair whose two partitions'
+    /// commits name the same hand-over, and returns where those partitions read on (the
+    /// previous owner's next offsets). Pairs without one are rebuilt by re-reading.
+    fn import_handed_over(
         &mut self,
         committed: &BTreeMap<PartitionKey, CommitMark>,
-    ) -> Result<BTreeMap<i32, handover::Snapshot>, KafkaShellError> {
+    ) -> Result<BTreeMap<PartitionKey, i64>, KafkaShellError> {
         let pair = |p: i32| {
             [
                 (self.settings.inferences_topic.clone(), p),
@@ -835,32 +761,45 @@ impl State {
             .filter(|(t, _)| *t == self.settings.inferences_topic)
             .filter_map(|(_, p)| {
                 let [i, l] = pair(*p).map(|k| committed.get(&k).and_then(|m| m.state));
-                i.filter(|_| i == l).map(|id| (*p, id))
+                i.filter(|_| i == l).map(|seq| (*p, seq))
             })
             .collect();
         let began = Instant::now();
-        let found = handover::read(&self.settings, &wanted, Duration::from_secs(30))?;
-        if let Some((p, id)) = wanted.iter().find(|(p, _)| !found.contains_key(p)) {
-            // The committed offsets start after the snapshot: without it the pair's
-            // waiting predictions would be lost.
-            return Err(KafkaShellError::Invalid(format!(
-                "join-state snapshot {id} of pair {p}, named by the committed offsets, is not readable from `{}`; refusing to read on without it",
-                self.settings.output_topic("join-state")
-            )));
-        }
-        let mut imported = BTreeMap::new();
-        for (p, (snapshot, state)) in found {
-            let sources: Vec<SourceId> = pair(p)
+        let states = handover::read(&self.settings, &wanted, Duration::from_secs(30))?;
+        let mut start = BTreeMap::new();
+        for (p, state) in states {
+            let keys = pair(p);
+            let sources: Vec<SourceId> = keys
                 .iter()
                 .filter_map(|k| self.sources.get(k).copied().flatten())
                 .collect();
+            let entries = state.entries.len();
             self.engine.import_sources(&sources, state);
-            imported.insert(p, snapshot);
+            for k in keys {
+                // If this owner dies before handing over in turn, its successor re-reads
+                // from where the previous owner's successor would have.
+                if let Some(from) = self.start.get(&k) {
+                    self.marks
+                        .insert(k.clone(), VecDeque::from([(i64::MIN, *from)]));
+                }
+                if let Some(m) = committed.get(&k) {
+                    self.offsets.insert(k.clone(), m.next);
+                    start.insert(k, m.next);
+                }
+            }
+            tracing::debug!(pair = p, entries, "took over a pair's join state");
+        }
+        let missing = wanted.len() - start.len() / 2;
+        if missing > 0 {
+            tracing::warn!(
+                missing,
+                "handed-over join state not found in time: re-reading those pairs instead"
+            );
         }
         if !wanted.is_empty() {
-            tracing::info!(pairs = imported.len(), took = ?began.elapsed(), "took over the join-state snapshots named by the committed offsets");
+            tracing::info!(pairs = start.len() / 2, took = ?began.elapsed(), "took over the join state handed over with the partitions");
         }
-        Ok(imported)
+        Ok(start)
     }
 }
 
@@ -1065,7 +1004,6 @@ fn make_stage(spec: &StageSpec<'_>) -> Result<StageRunner, KafkaShellError> {
         store: CheckpointStore::new(&options.state_dir, &spec.group),
         fingerprint: fingerprint(config),
         idle_timeout: Duration::from_millis(config.defaults.idle_timeout.max(0) as u64),
-        snapshot_interval: options.snapshot_interval,
         config: Arc::clone(config),
         settings: settings.clone(),
         sources: BTreeMap::new(),
@@ -1314,7 +1252,9 @@ pub async fn run(
             .collect(),
         transactional_id: Some(transactional_id(&options, "shard")),
         horizon,
-        stage: Stage::Shard(ShardStage::new()),
+        stage: Stage::Shard(ShardStage {
+            replay_until: BTreeMap::new(),
+        }),
     };
     let evaluator = StageSpec {
         config: &config,
