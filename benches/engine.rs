@@ -176,31 +176,23 @@ models:
                 .expect("restore")
         })
     });
-    // A partition moving to another instance: its join state is exported, written out,
-    // read back and imported by the new owner.
-    let handed = slaguard::engine::Engine::restore(Arc::clone(&cfg), &snapshot)
-        .expect("restore")
-        .export_sources(&[source])
-        .to_bytes()
-        .expect("bytes");
+    // A partition moving to another instance: its join state is snapshotted, written
+    // out, read back and imported by the new owner.
+    let handed = engine.export_sources(&[source]).to_bytes().expect("bytes");
     eprintln!(
-        "join state handed over for 1,000,000 pending predictions: {} MB",
+        "join-state snapshot of 1,000,000 pending predictions: {} MB",
         handed.len() / 1_000_000
     );
     g.bench_function("hand_over_1m_pending", |b| {
-        b.iter_batched(
-            || slaguard::engine::Engine::restore(Arc::clone(&cfg), &snapshot).expect("restore"),
-            |mut from| {
-                let bytes = from.export_sources(&[source]).to_bytes().expect("bytes");
-                let state = slaguard::partial::PartitionState::from_bytes(&bytes).expect("read");
-                let mut to = slaguard::engine::Engine::shard(Arc::clone(&cfg));
-                let s = to.add_source();
-                to.import_sources(&[s], state);
-                assert_eq!(to.pending_predictions(), 1_000_000);
-                to
-            },
-            BatchSize::LargeInput,
-        )
+        b.iter(|| {
+            let bytes = engine.export_sources(&[source]).to_bytes().expect("bytes");
+            let state = slaguard::partial::PartitionState::from_bytes(&bytes).expect("read");
+            let mut to = slaguard::engine::Engine::shard(Arc::clone(&cfg));
+            let s = to.add_source();
+            to.import_sources(&[s], state);
+            assert_eq!(to.pending_predictions(), 1_000_000);
+            to
+        })
     });
     g.finish();
 }

@@ -96,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown_timeout: Duration::from_secs(30),
         instance_id: None,
         exactly_once: false,
+        snapshot_interval: Duration::from_secs(60),
     };
     let started = Instant::now();
     let run = tokio::spawn(processor::run(

@@ -270,6 +270,7 @@ pub async fn demo(
         shutdown_timeout: Duration::from_secs(5),
         instance_id: None,
         exactly_once: false,
+        snapshot_interval: Duration::from_secs(60),
     };
     let processor = tokio::spawn(processor::run(
         Arc::clone(&config),

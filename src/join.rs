@@ -125,7 +125,7 @@ pub struct Expired<P> {
     pub unlabeled: Unlabeled<P>,
 }
 
-/// An entry leaving with the partition it was read from ([`JoinState::take_origins`]),
+/// An entry leaving with the partition it was read from ([`JoinState::copy_origins`]),
 /// for another join state to hold ([`JoinState::put_moved`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Moved<P, L> {
@@ -230,32 +230,19 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         }
     }
 
-    /// Removes and returns every entry read from one of `origins`, in expiry order.
-    pub fn take_origins(&mut self, origins: &[u32]) -> Vec<Moved<P, L>> {
-        let slots: Vec<(Millis, u64)> = self
-            .index
-            .iter()
-            .filter(|(_, (m, k))| {
-                self.entries
-                    .get(*m as usize)
-                    .and_then(|map| map.get(k))
-                    .is_some_and(|e| origins.contains(&e.origin()))
+    /// A copy of every entry read from one of `origins`, in expiry order.
+    pub fn copy_origins(&self, origins: &[u32]) -> Vec<Moved<P, L>> {
+        self.index
+            .values()
+            .filter_map(|(model, key)| {
+                let entry = self.entries.get(*model as usize)?.get(key)?;
+                origins.contains(&entry.origin()).then(|| Moved {
+                    model: *model,
+                    key: key.clone(),
+                    entry: entry.clone(),
+                })
             })
-            .map(|(slot, _)| *slot)
-            .collect();
-        let mut out = Vec::with_capacity(slots.len());
-        for slot in slots {
-            if let Some((model, key)) = self.index.remove(&slot) {
-                if let Some(entry) = self
-                    .entries
-                    .get_mut(model as usize)
-                    .and_then(|m| m.remove(&key))
-                {
-                    out.push(Moved { model, key, entry });
-                }
-            }
-        }
-        out
+            .collect()
     }
 
     /// Holds entries another join state gave up, in their expiry order, as if they had

@@ -112,6 +112,11 @@ enum Command {
         /// once, even across crashes (visible at each commit, every --commit-interval).
         #[arg(long)]
         exactly_once: bool,
+        /// How often each pair's join state is snapshotted to <prefix>join-state (also
+        /// whenever partitions are given up): after a crash, whoever takes a pair over
+        /// re-reads at most this much of its input.
+        #[arg(long, default_value = "1m")]
+        snapshot_interval: String,
     },
     /// Backtest an SLA: on exported JSONL files (each in event-time order) with --inferences,
     /// --labels and --out, or on the topics of a cluster with --brokers.
@@ -237,10 +242,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commit_interval,
             instance_id,
             exactly_once,
+            snapshot_interval,
         } => {
             let cfg = Arc::new(config::load(&config)?);
             let settings = kafka.settings()?;
             let commit_interval = parse_duration(&commit_interval).map_err(anyhow::Error::msg)?;
+            let snapshot_interval =
+                parse_duration(&snapshot_interval).map_err(anyhow::Error::msg)?;
             let options = RunOptions {
                 group,
                 state_dir,
@@ -248,6 +256,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 shutdown_timeout: Duration::from_secs(10),
                 instance_id,
                 exactly_once,
+                snapshot_interval: Duration::from_millis(snapshot_interval.max(100) as u64),
             };
             let runtime = tokio::runtime::Runtime::new()?;
             let summary = runtime.block_on(async {

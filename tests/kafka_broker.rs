@@ -62,6 +62,7 @@ fn run_matches_the_file_replay(partitions: i32) {
         shutdown_timeout: Duration::from_secs(10),
         instance_id: None,
         exactly_once: false,
+        snapshot_interval: Duration::from_secs(60),
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let token = CancellationToken::new();

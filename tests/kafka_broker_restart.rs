@@ -45,6 +45,7 @@ fn broker_stop_and_start_is_survived() {
         shutdown_timeout: Duration::from_secs(30),
         instance_id: None,
         exactly_once: false,
+        snapshot_interval: Duration::from_secs(60),
     };
     let handle = rt.spawn(processor::run(
         Arc::clone(&cfg),

@@ -129,6 +129,7 @@ models:
         shutdown_timeout: Duration::from_secs(5),
         instance_id: None,
         exactly_once: false,
+        snapshot_interval: Duration::from_secs(60),
     };
     let handle = rt.spawn(processor::run(cfg, s.clone(), options, token.clone()));
     // 300 s of events and no lateness: instants 12:01..12:04, the last ones once the
@@ -266,6 +267,7 @@ escalation_policies:
         shutdown_timeout: Duration::from_secs(5),
         instance_id: None,
         exactly_once: false,
+        snapshot_interval: Duration::from_secs(60),
     };
     let handle = rt.spawn(processor::run(cfg, s, options, token.clone()));
     let start = Instant::now();

@@ -52,6 +52,7 @@ impl Group {
             shutdown_timeout: Duration::from_secs(10),
             instance_id: None,
             exactly_once: false,
+            snapshot_interval: Duration::from_secs(60),
         };
         let task = self.rt.spawn(processor::run(
             Arc::clone(&self.cfg),

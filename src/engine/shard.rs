@@ -209,12 +209,12 @@ impl Engine {
         self.advance();
     }
 
-    /// Gives up the join state read from `sources` (a co-partitioned pair whose
-    /// partitions leave this shard), for the shard that takes them over. Call it after
-    /// [`Engine::take_batches`]: what it counted has left with the batches.
-    pub fn export_sources(&mut self, sources: &[SourceId]) -> PartitionState {
+    /// The join state read from `sources` (a co-partitioned pair), for a shard that takes
+    /// their partitions over and reads on from here. Take it after
+    /// [`Engine::take_batches`]: what was counted up to here has left with the batches.
+    pub fn export_sources(&self, sources: &[SourceId]) -> PartitionState {
         let origins: Vec<u32> = sources.iter().map(|s| s.0 as u32).collect();
-        let moved = self.state.join.take_origins(&origins);
+        let moved = self.state.join.copy_origins(&origins);
         let models = &self.state.models;
         let entries = moved
             .into_iter()

@@ -1,16 +1,19 @@
-//! Join state that moves with its partitions (SPEC §7): when a shard gives up its
-//! partitions (a rebalance, a shutdown), it writes each co-partitioned pair's join state
-//! — predictions waiting for labels, labels waiting for predictions, duplicate guards —
-//! to the compacted topic `<prefix>join-state`, partition `p` for the pair `p`, in the
-//! same transaction as the offsets it commits; the commit's mark names the hand-over.
-//! The next owner of the pair, in this instance or another, reads the state back and
-//! reads on from the previous owner's next offsets: no input is re-read.
+//! Join state that survives its partitions moving (SPEC §7). A shard writes each
+//! co-partitioned pair's join state — predictions waiting for labels, labels waiting for
+//! predictions, duplicate guards — to the compacted topic `<prefix>join-state`,
+//! partition `p` for the pair `p`, in the same transaction as the offsets it commits:
+//! every `snapshot interval` and whenever it gives its partitions up (a rebalance, a
+//! shutdown). Each commit's mark names the pair's latest snapshot, and the committed
+//! offset is where that snapshot was taken. The next owner of the pair, in this instance
+//! or another, reads the snapshot back and reads on from there: after a hand-over nothing
+//! is re-read; after a crash only what came after the last snapshot is, without being
+//! counted again.
 //!
-//! A pair's state is one or more chunks (messages keyed `chunk/<i>`, at most
-//! [`MAX_MESSAGE_BYTES`] each) followed by a head (key `head`) naming the hand-over's
-//! sequence number and the chunk count. Compaction keeps the latest message per key, so
-//! the latest complete hand-over stays readable. A state that cannot be found (the topic
-//! deleted, a hand-over never committed) leaves the new owner to rebuild by re-reading.
+//! A snapshot is one or more chunks (keys `<id>/chunk/<i>`, at most
+//! [`MAX_MESSAGE_BYTES`] each) followed by a head (key `<id>/head`) giving the chunk
+//! count. Keys carry the snapshot's id, so one snapshot never shadows another; writing a
+//! pair's next snapshot deletes the previous one (tombstones in the same transaction),
+//! and compaction reclaims it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,111 +21,120 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
 
 use super::partials::MAX_MESSAGE_BYTES;
 use super::{KafkaSettings, KafkaShellError};
 use crate::partial::PartitionState;
 
-const HEAD: &str = "head";
-
-/// The last message of a hand-over.
-#[derive(Debug, Serialize, Deserialize)]
-struct Head {
-    seq: u64,
-    chunks: u32,
-}
-
-/// One piece of a hand-over's state.
-#[derive(Debug, Serialize, Deserialize)]
-struct Chunk<'a> {
-    seq: u64,
-    #[serde(borrow)]
-    bytes: &'a [u8],
-}
-
 fn invalid(detail: impl ToString) -> KafkaShellError {
-    KafkaShellError::Invalid(format!("join state hand-over: {}", detail.to_string()))
+    KafkaShellError::Invalid(format!("join state snapshot: {}", detail.to_string()))
 }
 
-/// The messages (key, value) of pair `state`'s hand-over number `seq`, head last.
-pub fn messages(
-    seq: u64,
-    state: &PartitionState,
-) -> Result<Vec<(String, Vec<u8>)>, KafkaShellError> {
-    let bytes = state.to_bytes().map_err(invalid)?;
-    let mut out = Vec::new();
-    for (i, piece) in bytes.chunks(MAX_MESSAGE_BYTES).enumerate() {
-        let value = postcard::to_stdvec(&Chunk { seq, bytes: piece }).map_err(invalid)?;
-        out.push((format!("chunk/{i}"), value));
+/// A snapshot as written: its id and how many chunks it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: u64,
+    pub chunks: u32,
+}
+
+impl Snapshot {
+    fn head(id: u64) -> String {
+        format!("{id}/head")
     }
-    let head = Head {
-        seq,
+
+    fn chunk(id: u64, i: usize) -> String {
+        format!("{id}/chunk/{i}")
+    }
+
+    /// The keys of this snapshot's messages: tombstoned once a newer one is written.
+    pub fn keys(&self) -> Vec<String> {
+        (0..self.chunks as usize)
+            .map(|i| Snapshot::chunk(self.id, i))
+            .chain([Snapshot::head(self.id)])
+            .collect()
+    }
+}
+
+/// A message: key and value.
+pub type Keyed = (String, Vec<u8>);
+
+/// The messages of snapshot `id` of one pair's `state`, head last.
+pub fn messages(
+    id: u64,
+    state: &PartitionState,
+) -> Result<(Snapshot, Vec<Keyed>), KafkaShellError> {
+    let bytes = state.to_bytes().map_err(invalid)?;
+    let mut out: Vec<Keyed> = bytes
+        .chunks(MAX_MESSAGE_BYTES)
+        .enumerate()
+        .map(|(i, piece)| (Snapshot::chunk(id, i), piece.to_vec()))
+        .collect();
+    let snapshot = Snapshot {
+        id,
         chunks: out.len() as u32,
     };
-    out.push((
-        HEAD.to_string(),
-        postcard::to_stdvec(&head).map_err(invalid)?,
-    ));
-    Ok(out)
+    out.push((Snapshot::head(id), snapshot.chunks.to_be_bytes().to_vec()));
+    Ok((snapshot, out))
 }
 
-/// What one partition of the join-state topic holds of one hand-over, as read so far.
+/// What one partition of the join-state topic holds of one snapshot, as read so far.
 #[derive(Default)]
 struct Found {
-    head: Option<Head>,
+    chunks_expected: Option<u32>,
     chunks: Vec<Option<Vec<u8>>>,
 }
 
 impl Found {
-    fn add(&mut self, seq: u64, key: &[u8], value: &[u8]) -> Result<(), KafkaShellError> {
-        if key == HEAD.as_bytes() {
-            let h: Head = postcard::from_bytes(value).map_err(invalid)?;
-            if h.seq == seq {
-                self.head = Some(h);
-            }
-        } else if let Some(i) = std::str::from_utf8(key)
+    fn add(&mut self, id: u64, key: &[u8], value: Option<&[u8]>) -> Result<(), KafkaShellError> {
+        let Some(rest) = std::str::from_utf8(key)
             .ok()
-            .and_then(|k| k.strip_prefix("chunk/"))
+            .and_then(|k| k.strip_prefix(&format!("{id}/")))
+        else {
+            return Ok(());
+        };
+        let Some(value) = value else {
+            return Ok(());
+        };
+        if rest == "head" {
+            let n: [u8; 4] = value.try_into().map_err(|_| invalid("malformed head"))?;
+            self.chunks_expected = Some(u32::from_be_bytes(n));
+        } else if let Some(i) = rest
+            .strip_prefix("chunk/")
             .and_then(|i| i.parse::<usize>().ok())
         {
-            let c: Chunk<'_> = postcard::from_bytes(value).map_err(invalid)?;
-            if c.seq == seq {
-                if self.chunks.len() <= i {
-                    self.chunks.resize(i + 1, None);
-                }
-                self.chunks[i] = Some(c.bytes.to_vec());
+            if self.chunks.len() <= i {
+                self.chunks.resize(i + 1, None);
             }
+            self.chunks[i] = Some(value.to_vec());
         }
         Ok(())
     }
 
-    /// The state, once the head and every chunk it names have been read.
-    fn complete(&self) -> Option<Vec<u8>> {
-        let head = self.head.as_ref()?;
+    /// The state's bytes, once the head and every chunk it names have been read.
+    fn complete(&self) -> Option<(u32, Vec<u8>)> {
+        let n = self.chunks_expected?;
         let mut bytes = Vec::new();
-        for i in 0..head.chunks as usize {
+        for i in 0..n as usize {
             bytes.extend_from_slice(self.chunks.get(i)?.as_ref()?);
         }
-        Some(bytes)
+        Some((n, bytes))
     }
 }
 
-/// Reads the join-state topic's partitions of the `wanted` pairs, each for its hand-over
-/// number, and returns the states found whole within `timeout`. A hand-over committed
-/// just now may take a moment to become readable (`read_committed` waits for the
-/// transaction's markers), so partitions are read until their state is whole or time is
-/// up.
+/// Reads the join-state topic's partitions of the `wanted` pairs, each for its snapshot
+/// id, and returns the snapshots found whole within `timeout`. A snapshot committed just
+/// now may take a moment to become readable (`read_committed` waits for the
+/// transaction's markers), so partitions are read until their snapshot is whole or time
+/// is up.
 pub fn read(
     settings: &KafkaSettings,
     wanted: &BTreeMap<i32, u64>,
     timeout: Duration,
-) -> Result<BTreeMap<i32, PartitionState>, KafkaShellError> {
-    let topic = settings.output_topic("join-state");
-    let mut found: BTreeMap<i32, Found> = wanted.keys().map(|p| (*p, Found::default())).collect();
+) -> Result<BTreeMap<i32, (Snapshot, PartitionState)>, KafkaShellError> {
     if wanted.is_empty() {
         return Ok(BTreeMap::new());
     }
+    let topic = settings.output_topic("join-state");
     let consumer: BaseConsumer = settings
         .client_with(&[
             ("group.id", "slaguard-join-state-reader"),
@@ -136,25 +148,23 @@ pub fn read(
         tpl.add_partition_offset(&topic, *p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let deadline = Instant::now() + timeout;
+    let mut found: BTreeMap<i32, Found> = wanted.keys().map(|p| (*p, Found::default())).collect();
     let mut states = BTreeMap::new();
+    let deadline = Instant::now() + timeout;
     while states.len() < wanted.len() && Instant::now() < deadline {
         let Some(message) = consumer.poll(Duration::from_millis(50)) else {
             continue;
         };
         let message = message?;
         let pair = message.partition();
-        let (Some(seq), Some(f)) = (wanted.get(&pair), found.get_mut(&pair)) else {
+        let (Some(id), Some(f)) = (wanted.get(&pair), found.get_mut(&pair)) else {
             continue;
         };
-        f.add(
-            *seq,
-            message.key().unwrap_or_default(),
-            message.payload().unwrap_or_default(),
-        )?;
+        f.add(*id, message.key().unwrap_or_default(), message.payload())?;
         if let std::collections::btree_map::Entry::Vacant(slot) = states.entry(pair) {
-            if let Some(bytes) = f.complete() {
-                slot.insert(PartitionState::from_bytes(&bytes).map_err(invalid)?);
+            if let Some((chunks, bytes)) = f.complete() {
+                let state = PartitionState::from_bytes(&bytes).map_err(invalid)?;
+                slot.insert((Snapshot { id: *id, chunks }, state));
             }
         }
     }

@@ -68,6 +68,10 @@ pub struct RunOptions {
     /// Kafka transactions for the evaluator's outputs too: each checkpoint commits them
     /// together with the offsets of the batches they came from.
     pub exactly_once: bool,
+    /// How often shards snapshot their join state to the join-state topic (also done
+    /// whenever they give partitions up): a successor after a crash re-reads at most
+    /// this much input.
+    pub snapshot_interval: Duration,
 }
 
 /// What a run did.
@@ -99,6 +103,23 @@ struct ShardStage {
     /// After a rebuild, per partition being re-read: messages below this offset were read
     /// and summarised by the previous owner.
     replay_until: BTreeMap<PartitionKey, i64>,
+    /// Per pair, its latest join-state snapshot (see [`handover`]).
+    snapshots: BTreeMap<i32, handover::Snapshot>,
+    /// Per partition, the offset its pair's latest snapshot was taken at: the committed
+    /// offset, from which a successor reads on.
+    snapshot_next: BTreeMap<PartitionKey, i64>,
+    last_snapshot: Option<Instant>,
+}
+
+impl ShardStage {
+    fn new() -> ShardStage {
+        ShardStage {
+            replay_until: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
+            snapshot_next: BTreeMap::new(),
+            last_snapshot: None,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -131,6 +152,8 @@ struct State {
     store: CheckpointStore,
     fingerprint: [u8; 32],
     idle_timeout: Duration,
+    /// How often a shard snapshots its join state to the join-state topic.
+    snapshot_interval: Duration,
     /// Assigned partitions → engine source (a shard's input partitions; none for the
     /// evaluator's partials partition).
     sources: BTreeMap<PartitionKey, Option<SourceId>>,
@@ -460,10 +483,14 @@ impl State {
                     marks.pop_front();
                 }
             }
+            let pinned = match &self.stage {
+                Stage::Shard(shard) => shard.snapshot_next.get(key).copied(),
+                Stage::Evaluator(_) => None,
+            };
             out.push((
                 key.0.clone(),
                 key.1,
-                marks.front().map_or(*next, |(_, o)| *o),
+                pinned.unwrap_or_else(|| marks.front().map_or(*next, |(_, o)| *o)),
             ));
         }
         out
@@ -478,10 +505,16 @@ impl State {
         consumer: &impl Consumer<C>,
         timeout: Duration,
     ) -> Result<(), KafkaShellError> {
-        if let Stage::Shard(_) = self.stage {
+        if let Stage::Shard(shard) = &self.stage {
+            let due = shard
+                .last_snapshot
+                .is_none_or(|t| t.elapsed() >= self.snapshot_interval);
             // The batch in the making closes here: a successor starts after it.
             let batches = self.engine.take_batches();
             self.send_batches(batches)?;
+            if due {
+                self.snapshot_join_state()?;
+            }
         }
         self.sink.flush(timeout)?;
         let partitions = self
@@ -517,12 +550,12 @@ impl State {
             inputs,
             engine: self.engine.snapshot()?,
         })?;
-        self.commit(consumer, timeout, seq, &BTreeSet::new())
+        self.commit(consumer, timeout, seq)
     }
 
-    /// A shard giving up its partitions hands each co-partitioned pair's join state over
-    /// to its next owner (see [`handover`]) in the transaction that commits its batches
-    /// and offsets. No local checkpoint: the state has left this engine.
+    /// A shard giving up its partitions snapshots every pair's join state for its next
+    /// owner and commits in the same transaction. No local checkpoint: the next owner
+    /// (this instance too) takes the snapshot.
     fn hand_over<C: ConsumerContext>(
         &mut self,
         consumer: &impl Consumer<C>,
@@ -530,41 +563,69 @@ impl State {
     ) -> Result<(), KafkaShellError> {
         let batches = self.engine.take_batches();
         self.send_batches(batches)?;
-        let seq = self.seq + 1;
-        let mut pairs: BTreeMap<i32, [Option<SourceId>; 2]> = BTreeMap::new();
-        for ((topic, partition), source) in &self.sources {
-            let side = match self.settings.role(topic) {
+        self.snapshot_join_state()?;
+        self.sink.flush(timeout)?;
+        self.commit(consumer, timeout, self.seq + 1)
+    }
+
+    /// Writes a snapshot of each assigned pair's join state to the join-state topic (in
+    /// the open transaction), deleting the pair's previous one, and pins the pair's
+    /// committed offsets to where it was taken.
+    fn snapshot_join_state(&mut self) -> Result<(), KafkaShellError> {
+        let Stage::Shard(shard) = &mut self.stage else {
+            return Ok(());
+        };
+        let mut pairs: BTreeMap<i32, [Option<(PartitionKey, SourceId)>; 2]> = BTreeMap::new();
+        for (key, source) in &self.sources {
+            let side = match self.settings.role(&key.0) {
                 Some(InputKind::Inferences) => 0,
                 Some(InputKind::Labels) => 1,
                 _ => continue,
             };
-            pairs.entry(*partition).or_default()[side] = *source;
+            if let Some(s) = source {
+                pairs.entry(key.1).or_default()[side] = Some((key.clone(), *s));
+            }
         }
-        let mut handed = BTreeSet::new();
-        for (pair, sources) in pairs {
-            let [Some(inferences), Some(labels)] = sources else {
+        // Unique across instances and restarts: one snapshot never shadows another.
+        let id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        for (pair, sides) in pairs {
+            let [Some((ki, si)), Some((kl, sl))] = sides else {
                 continue;
             };
-            let state = self.engine.export_sources(&[inferences, labels]);
-            let entries = state.entries.len();
-            for (key, value) in handover::messages(seq, &state)? {
-                self.sink.join_state(pair, &key, &value)?;
+            // A partition not read yet is at its committed offset.
+            let (Some(ni), Some(nl)) = (
+                self.offsets.get(&ki).or(self.start.get(&ki)).copied(),
+                self.offsets.get(&kl).or(self.start.get(&kl)).copied(),
+            ) else {
+                continue;
+            };
+            let state = self.engine.export_sources(&[si, sl]);
+            let (snapshot, messages) = handover::messages(id, &state)?;
+            for (key, value) in &messages {
+                self.sink.join_state(pair, key, Some(value))?;
             }
-            tracing::debug!(pair, entries, "join state handed over");
-            handed.insert(pair);
+            if let Some(previous) = shard.snapshots.insert(pair, snapshot) {
+                for key in previous.keys() {
+                    self.sink.join_state(pair, &key, None)?;
+                }
+            }
+            shard.snapshot_next.insert(ki, ni);
+            shard.snapshot_next.insert(kl, nl);
         }
-        self.sink.flush(timeout)?;
-        self.commit(consumer, timeout, seq, &handed)
+        shard.last_snapshot = Some(Instant::now());
+        Ok(())
     }
 
     /// Commits the rebuild offsets with their [`CommitMark`]s (in the transaction, when
-    /// the sink has one), as checkpoint `seq`, the pairs in `handed` handed over with it.
+    /// the sink has one) as checkpoint `seq`, naming each pair's latest join-state
+    /// snapshot.
     fn commit<C: ConsumerContext>(
         &mut self,
         consumer: &impl Consumer<C>,
         timeout: Duration,
         seq: u64,
-        handed: &BTreeSet<i32>,
     ) -> Result<(), KafkaShellError> {
         let rebuild = self.rebuild_offsets();
         self.seq = seq;
@@ -575,7 +636,12 @@ impl State {
             let mark = CommitMark {
                 resume: self.engine.emitted_through(),
                 counted: if shard { self.engine.watermark() } else { None },
-                state: handed.contains(p).then_some(seq),
+                state: match &self.stage {
+                    Stage::Shard(shard) if self.settings.role(t) != Some(InputKind::Acks) => {
+                        shard.snapshots.get(p).map(|s| s.id)
+                    }
+                    _ => None,
+                },
                 seq,
                 next: self.offsets.get(&(t.clone(), *p)).copied().unwrap_or(*o),
             };
@@ -697,29 +763,37 @@ impl State {
                 .iter()
                 .map(|k| (k.clone(), Some(self.engine.add_source())))
                 .collect();
-            let imported = self.import_handed_over(committed)?;
-            let mut replay_until = BTreeMap::new();
+            let snapshots = self.import_snapshots(committed)?;
+            let mut shard = ShardStage::new();
             for (k, s) in &self.sources {
-                let (Some(mark), Some(s), false) = (committed.get(k), s, imported.contains_key(k))
-                else {
+                let (Some(mark), Some(s)) = (committed.get(k), s) else {
                     continue;
                 };
                 if let Some(w) = mark.counted {
                     self.engine.set_counted_through(*s, w);
                 }
-                if self.start.get(k).is_some_and(|start| *start < mark.next) {
-                    replay_until.insert(k.clone(), mark.next);
+                let start = self.start.get(k).copied();
+                if snapshots.contains_key(&k.1) {
+                    if let Some(start) = start {
+                        shard.snapshot_next.insert(k.clone(), start);
+                    }
+                }
+                // What the previous owner read after its snapshot (or since the rebuild
+                // offset) is re-read without being counted again.
+                if start.is_some_and(|start| start < mark.next) {
+                    shard.replay_until.insert(k.clone(), mark.next);
                 }
             }
-            if !replay_until.is_empty() {
+            if !shard.replay_until.is_empty() {
                 tracing::info!(
-                    partitions = replay_until.len(),
+                    partitions = shard.replay_until.len(),
                     "re-reading moved partitions up to where their previous owner stopped"
                 );
                 self.engine.begin_replay();
             }
-            self.stage = Stage::Shard(ShardStage { replay_until });
-            return Ok(imported);
+            shard.snapshots = snapshots;
+            self.stage = Stage::Shard(shard);
+            return Ok(BTreeMap::new());
         }
         match &mut self.stage {
             Stage::Shard(_) => {}
@@ -742,13 +816,13 @@ impl State {
         Ok(BTreeMap::new())
     }
 
-    /// Imports the join state handed over for each assigned pair whose two partitions'
-    /// commits name the same hand-over, and returns where those partitions read on (the
-    /// previous owner's next offsets). Pairs without one are rebuilt by re-reading.
-    fn import_handed_over(
+    /// Imports the join-state snapshot the commits of each assigned pair name (both of
+    /// its partitions naming the same one); the pair then reads on from where the
+    /// snapshot was taken (its committed offsets). Returns the snapshots imported.
+    fn import_snapshots(
         &mut self,
         committed: &BTreeMap<PartitionKey, CommitMark>,
-    ) -> Result<BTreeMap<PartitionKey, i64>, KafkaShellError> {
+    ) -> Result<BTreeMap<i32, handover::Snapshot>, KafkaShellError> {
         let pair = |p: i32| {
             [
                 (self.settings.inferences_topic.clone(), p),
@@ -761,45 +835,32 @@ impl State {
             .filter(|(t, _)| *t == self.settings.inferences_topic)
             .filter_map(|(_, p)| {
                 let [i, l] = pair(*p).map(|k| committed.get(&k).and_then(|m| m.state));
-                i.filter(|_| i == l).map(|seq| (*p, seq))
+                i.filter(|_| i == l).map(|id| (*p, id))
             })
             .collect();
         let began = Instant::now();
-        let states = handover::read(&self.settings, &wanted, Duration::from_secs(30))?;
-        let mut start = BTreeMap::new();
-        for (p, state) in states {
-            let keys = pair(p);
-            let sources: Vec<SourceId> = keys
+        let found = handover::read(&self.settings, &wanted, Duration::from_secs(30))?;
+        if let Some((p, id)) = wanted.iter().find(|(p, _)| !found.contains_key(p)) {
+            // The committed offsets start after the snapshot: without it the pair's
+            // waiting predictions would be lost.
+            return Err(KafkaShellError::Invalid(format!(
+                "join-state snapshot {id} of pair {p}, named by the committed offsets, is not readable from `{}`; refusing to read on without it",
+                self.settings.output_topic("join-state")
+            )));
+        }
+        let mut imported = BTreeMap::new();
+        for (p, (snapshot, state)) in found {
+            let sources: Vec<SourceId> = pair(p)
                 .iter()
                 .filter_map(|k| self.sources.get(k).copied().flatten())
                 .collect();
-            let entries = state.entries.len();
             self.engine.import_sources(&sources, state);
-            for k in keys {
-                // If this owner dies before handing over in turn, its successor re-reads
-                // from where the previous owner's successor would have.
-                if let Some(from) = self.start.get(&k) {
-                    self.marks
-                        .insert(k.clone(), VecDeque::from([(i64::MIN, *from)]));
-                }
-                if let Some(m) = committed.get(&k) {
-                    self.offsets.insert(k.clone(), m.next);
-                    start.insert(k, m.next);
-                }
-            }
-            tracing::debug!(pair = p, entries, "took over a pair's join state");
-        }
-        let missing = wanted.len() - start.len() / 2;
-        if missing > 0 {
-            tracing::warn!(
-                missing,
-                "handed-over join state not found in time: re-reading those pairs instead"
-            );
+            imported.insert(p, snapshot);
         }
         if !wanted.is_empty() {
-            tracing::info!(pairs = start.len() / 2, took = ?began.elapsed(), "took over the join state handed over with the partitions");
+            tracing::info!(pairs = imported.len(), took = ?began.elapsed(), "took over the join-state snapshots named by the committed offsets");
         }
-        Ok(start)
+        Ok(imported)
     }
 }
 
@@ -1004,6 +1065,7 @@ fn make_stage(spec: &StageSpec<'_>) -> Result<StageRunner, KafkaShellError> {
         store: CheckpointStore::new(&options.state_dir, &spec.group),
         fingerprint: fingerprint(config),
         idle_timeout: Duration::from_millis(config.defaults.idle_timeout.max(0) as u64),
+        snapshot_interval: options.snapshot_interval,
         config: Arc::clone(config),
         settings: settings.clone(),
         sources: BTreeMap::new(),
@@ -1252,9 +1314,7 @@ pub async fn run(
             .collect(),
         transactional_id: Some(transactional_id(&options, "shard")),
         horizon,
-        stage: Stage::Shard(ShardStage {
-            replay_until: BTreeMap::new(),
-        }),
+        stage: Stage::Shard(ShardStage::new()),
     };
     let evaluator = StageSpec {
         config: &config,

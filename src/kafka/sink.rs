@@ -263,18 +263,20 @@ impl Sink {
         self.produce(record)
     }
 
-    /// Queues one message of a pair's join-state hand-over (see
-    /// [`super::handover`]), to the join-state topic's partition `pair`.
+    /// Queues one message of a pair's join-state snapshot (see [`super::handover`]) to
+    /// the join-state topic's partition `pair`; no value deletes the key.
     pub fn join_state(
         &mut self,
         pair: i32,
         key: &str,
-        value: &[u8],
+        value: Option<&[u8]>,
     ) -> Result<(), KafkaShellError> {
-        let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.join_state)
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.join_state)
             .partition(pair)
-            .key(key.as_bytes())
-            .payload(value);
+            .key(key.as_bytes());
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
         self.produce(record)
     }
 
