@@ -101,6 +101,10 @@ fn broker_stop_and_start_is_survived() {
     }
     token.cancel();
     let summary = rt.block_on(handle).expect("task").expect("run survived");
+    eprintln!(
+        "broker restart: {} stage restart(s), {} messages",
+        summary.stage_restarts, summary.messages
+    );
     assert!(
         summary.messages as usize >= lines.len() + labels.len() - 10,
         "consumed {}",

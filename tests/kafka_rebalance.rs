@@ -28,6 +28,7 @@ struct Group {
     settings: slaguard::kafka::KafkaSettings,
     group: String,
     dir: std::path::PathBuf,
+    snapshot_interval: Duration,
     running: BTreeMap<&'static str, (CancellationToken, Instance)>,
 }
 
@@ -39,6 +40,7 @@ impl Group {
             settings: golden.settings.clone(),
             group: unique(name),
             dir: golden.dir.path().to_path_buf(),
+            snapshot_interval: Duration::from_secs(60),
             running: BTreeMap::new(),
         }
     }
@@ -52,7 +54,7 @@ impl Group {
             shutdown_timeout: Duration::from_secs(10),
             instance_id: None,
             exactly_once: false,
-            snapshot_interval: Duration::from_secs(60),
+            snapshot_interval: self.snapshot_interval,
         };
         let task = self.rt.spawn(processor::run(
             Arc::clone(&self.cfg),
@@ -208,5 +210,64 @@ fn three_instances_joining_and_leaving_on_eight_partitions_equal_the_file_replay
         evaluators >= 2,
         "the evaluator moved between instances at least once"
     );
+    assert_equals_the_file_replay(&brokers, &golden);
+}
+
+/// An instance is killed (-9) with its pairs' join state snapshotted after its last
+/// message: the other instance takes the pairs over from the snapshots once the dead
+/// member's session expires, re-reads nothing, and the run still equals the file replay.
+#[test]
+fn a_killed_instances_pairs_are_taken_over_from_their_snapshots() {
+    let brokers = real_broker();
+    let golden = golden_on_topics(&brokers, "takeover", 4, Produce::Nothing);
+    let s = &golden.settings;
+    let stages = Stages::new(&brokers, &golden);
+    let mut group = Group::new(&golden, "takeover");
+    group.snapshot_interval = Duration::from_secs(1);
+    group.join("b");
+    group.wait_members(&brokers);
+    let mut a = std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
+        .args(["run", "--config"])
+        .arg(golden.dir.path().join("sla.yaml"))
+        .args(["--brokers", &brokers, "--group", &group.group])
+        .args(topic_args(s))
+        .args(["--output-prefix", &s.output_prefix])
+        .args(["--commit-interval", "1s", "--snapshot-interval", "1s"])
+        .arg("--state-dir")
+        .arg(golden.dir.path().join("a"))
+        .args(["--instance-id", "a"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn slaguard run");
+    wait_for_group(&brokers, &group.group, 2);
+    stages.produce(i64::MIN, at(120));
+    // Settled: both instances have read everything and snapshotted since.
+    wait_settled(
+        &brokers,
+        &s.output_topic("metrics"),
+        400,
+        Duration::from_secs(120),
+    );
+    a.kill().expect("kill -9");
+    a.wait().expect("reaped");
+    // The dead member keeps its pairs until its session times out; then b holds all.
+    wait_for_group(&brokers, &group.group, 1);
+    stages.produce(at(120), i64::MAX);
+    wait_settled(
+        &brokers,
+        &s.output_topic("metrics"),
+        golden.expected.len(),
+        Duration::from_secs(180),
+    );
+    let b = group.leave("b");
+    // At the rebalance after the kill b hands its own two pairs over to itself and
+    // takes the killed instance's two from their periodic snapshots. (At the first
+    // rebalance nothing had been read yet: nothing to hand over.)
+    assert_eq!(
+        b.snapshot_pairs, 4,
+        "every pair taken over from a snapshot after the kill"
+    );
+    assert_eq!(b.replayed, 0, "nothing re-read: the snapshots were current");
     assert_equals_the_file_replay(&brokers, &golden);
 }

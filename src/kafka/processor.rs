@@ -87,6 +87,12 @@ pub struct RunSummary {
     pub failed_commits: u64,
     /// Whether either stage restored a checkpoint at its first assignment.
     pub restored: bool,
+    /// Partition pairs whose join state was taken over from a snapshot.
+    pub snapshot_pairs: u64,
+    /// Input messages re-read to rebuild join state (not counted again).
+    pub replayed: u64,
+    /// Times a stage failed by the cluster was made again.
+    pub stage_restarts: u64,
 }
 
 type PartitionKey = (String, i32);
@@ -233,6 +239,7 @@ impl State {
             Stage::Evaluator(_) => None,
         };
         let replayed = replay_until.is_some_and(|u| offset < u);
+        self.summary.replayed += u64::from(replayed);
         let result = self.decode_and_apply(key, offset, kind, source, payload, &origin, replayed);
         let seen = replayed || self.dead_below.get(key).is_some_and(|d| offset < *d);
         if let (Err(reason), false) = (result, seen) {
@@ -708,7 +715,14 @@ impl State {
                 .map(|(t, p, _)| (t.clone(), *p))
                 .collect();
             let same = covered.len() == wanted.len() && covered.iter().all(|k| wanted.contains(k));
-            if same && c.config == self.fingerprint {
+            // Another owner has read further since this checkpoint was taken (and
+            // committed): the checkpoint is stale, whatever its sequence number.
+            let latest = committed.iter().all(|((t, p), m)| {
+                c.offsets
+                    .iter()
+                    .any(|(ct, cp, o)| ct == t && cp == p && *o >= m.next)
+            });
+            if same && latest && c.config == self.fingerprint {
                 self.engine = Engine::restore(Arc::clone(&self.config), &c.engine)?;
                 self.sources = c
                     .partitions
@@ -751,8 +765,9 @@ impl State {
                 stage = self.stage.name(),
                 path = %self.store.path().display(),
                 same_partitions = same,
+                latest,
                 same_config = c.config == self.fingerprint,
-                "the checkpoint does not match this assignment or configuration: rebuilding from the committed offsets"
+                "the checkpoint does not match this assignment, the latest commits or the configuration: rebuilding from the committed offsets"
             );
         }
         self.marks.clear();
@@ -856,6 +871,7 @@ impl State {
                 .collect();
             self.engine.import_sources(&sources, state);
             imported.insert(p, snapshot);
+            self.summary.snapshot_pairs += 1;
         }
         if !wanted.is_empty() {
             tracing::info!(pairs = imported.len(), took = ?began.elapsed(), "took over the join-state snapshots named by the committed offsets");
@@ -1039,10 +1055,12 @@ struct StageSpec<'a> {
     stage: Stage,
 }
 
-/// Broker-side transactions are aborted after this long without a commit (a crashed
-/// instance without `--instance-id` holds `read_committed` readers back that long).
+/// Broker-side transactions are aborted after this long without a commit: a crashed
+/// instance that does not come back under the same `--instance-id` holds
+/// `read_committed` readers back that long. An outage longer than this breaks the open
+/// transaction, and the stage is made again from its last committed checkpoint.
 fn transaction_timeout(options: &RunOptions) -> Duration {
-    (options.commit_interval * 4).max(Duration::from_secs(60))
+    (options.commit_interval * 10).max(Duration::from_secs(10))
 }
 
 fn make_stage(spec: &StageSpec<'_>) -> Result<StageRunner, KafkaShellError> {
@@ -1133,6 +1151,7 @@ async fn supervise(
         match result {
             Ok(()) => return Ok(total),
             Err(e) if recoverable(&e) && !stop.is_cancelled() => {
+                total.stage_restarts += 1;
                 tracing::warn!(stage = spec.stage.name(), error = %e, retry_in = ?backoff, "stage failed: making it again from its last committed checkpoint");
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(total),
@@ -1157,6 +1176,9 @@ impl RunSummary {
         self.checkpoints += other.checkpoints;
         self.failed_commits += other.failed_commits;
         self.restored |= other.restored;
+        self.snapshot_pairs += other.snapshot_pairs;
+        self.replayed += other.replayed;
+        self.stage_restarts += other.stage_restarts;
     }
 }
 

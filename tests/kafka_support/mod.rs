@@ -205,9 +205,18 @@ fn read_topic_as(brokers: &str, topic: &str, isolation: &str) -> Vec<Record> {
     let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     let mut out = Vec::new();
     for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
+        // Right after a broker restart a partition may have no leader for a while.
+        let started = std::time::Instant::now();
+        let (low, high) = loop {
+            match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+                Ok(w) => break w,
+                Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                    eprintln!("{topic}[{p}]: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("{topic}[{p}] watermarks: {e}"),
+            }
+        };
         if high <= low {
             continue;
         }
