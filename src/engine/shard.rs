@@ -310,6 +310,11 @@ impl Engine {
         }
     }
 
+    /// What [`Engine::set_counted_through`] said of `source`.
+    pub fn counted_through(&self, source: SourceId) -> Option<Millis> {
+        self.state.counted_through.get(&source.0).copied()
+    }
+
     /// The previous owner of `source`'s partition had expired, and counted, the
     /// predictions whose deadline is before `watermark`.
     pub fn set_counted_through(&mut self, source: SourceId, watermark: Millis) {

@@ -21,11 +21,11 @@
 //! is one) the offsets a successor would rebuild from, with a [`CommitMark`]. This runs
 //! every `commit_interval`, when partitions are revoked, and at shutdown (SIGINT/SIGTERM).
 //! A restarted instance with the same assignment restores its checkpoint and reads on
-//! from its offsets. A shard giving its partitions up hands their join state over
-//! ([`handover`]) for the next owner to read on from; without a hand-over (after a crash)
-//! a new owner rebuilds: a shard re-reads its partitions from the rebuild offsets without
-//! counting again what its predecessor counted, an evaluator re-reads batches quietly up
-//! to where its predecessor's outputs reached.
+//! from its offsets. A shard snapshots each pair's join state ([`handover`]) every
+//! snapshot interval and when it gives its partitions up; a new owner imports the
+//! snapshot and re-reads only what its predecessor read after it, without counting it
+//! again. A new evaluator re-reads batches quietly up to where its predecessor's outputs
+//! reached.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -577,11 +577,17 @@ impl State {
 
     /// Writes a snapshot of each assigned pair's join state to the join-state topic (in
     /// the open transaction), deleting the pair's previous one, and pins the pair's
-    /// committed offsets to where it was taken.
+    /// committed offsets to where it was taken. Skipped while moved partitions are still
+    /// being re-read.
     fn snapshot_join_state(&mut self) -> Result<(), KafkaShellError> {
         let Stage::Shard(shard) = &mut self.stage else {
             return Ok(());
         };
+        if !shard.replay_until.is_empty() {
+            // Still rebuilding moved partitions: the pairs' committed snapshots and marks
+            // (the previous owner's next offsets) stand until the re-read is done.
+            return Ok(());
+        }
         let mut pairs: BTreeMap<i32, [Option<(PartitionKey, SourceId)>; 2]> = BTreeMap::new();
         for (key, source) in &self.sources {
             let side = match self.settings.role(&key.0) {
@@ -636,21 +642,46 @@ impl State {
     ) -> Result<(), KafkaShellError> {
         let rebuild = self.rebuild_offsets();
         self.seq = seq;
-        let shard = matches!(self.stage, Stage::Shard(_));
         let mut tpl = TopicPartitionList::new();
         for (t, p, o) in &rebuild {
             tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
-            let mark = CommitMark {
-                resume: self.engine.emitted_through(),
-                counted: if shard { self.engine.watermark() } else { None },
-                state: match &self.stage {
-                    Stage::Shard(shard) if self.settings.role(t) != Some(InputKind::Acks) => {
-                        shard.snapshots.get(p).map(|s| s.id)
+            let key = (t.clone(), *p);
+            let next = self.offsets.get(&key).copied().unwrap_or(*o);
+            let mark = match &self.stage {
+                Stage::Shard(shard) => {
+                    // While moved partitions are re-read nothing expires here, so what
+                    // counts as counted is still the previous owner's: its watermark, and
+                    // its next offset for a partition still being re-read.
+                    let previous = self
+                        .sources
+                        .get(&key)
+                        .copied()
+                        .flatten()
+                        .and_then(|s| self.engine.counted_through(s));
+                    let counted = if shard.replay_until.is_empty() {
+                        self.engine.watermark().max(previous)
+                    } else {
+                        previous
+                    };
+                    CommitMark {
+                        resume: None,
+                        counted,
+                        state: shard
+                            .snapshots
+                            .get(p)
+                            .map(|s| s.id)
+                            .filter(|_| self.settings.role(t) != Some(InputKind::Acks)),
+                        seq,
+                        next: next.max(shard.replay_until.get(&key).copied().unwrap_or(next)),
                     }
-                    _ => None,
+                }
+                Stage::Evaluator(_) => CommitMark {
+                    resume: self.engine.emitted_through(),
+                    counted: None,
+                    state: None,
+                    seq,
+                    next,
                 },
-                seq,
-                next: self.offsets.get(&(t.clone(), *p)).copied().unwrap_or(*o),
             };
             if let Some(mut e) = tpl.find_partition(t, *p) {
                 e.set_metadata(mark.to_metadata());
