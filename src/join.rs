@@ -245,6 +245,29 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
             .collect()
     }
 
+    /// Removes, without counting anything, the entries read from `origin` whose deadline
+    /// is before `time` (another join state already expired and counted them).
+    pub fn drop_before(&mut self, origin: u32, time: Millis) {
+        let slots: Vec<(Millis, u64)> = self
+            .index
+            .range(..(time, 0))
+            .filter(|(_, (m, k))| {
+                self.entries
+                    .get(*m as usize)
+                    .and_then(|map| map.get(k))
+                    .is_some_and(|e| e.origin() == origin)
+            })
+            .map(|(slot, _)| *slot)
+            .collect();
+        for slot in slots {
+            if let Some((model, key)) = self.index.remove(&slot) {
+                if let Some(map) = self.entries.get_mut(model as usize) {
+                    map.remove(&key);
+                }
+            }
+        }
+    }
+
     /// Holds entries another join state gave up, in their expiry order, as if they had
     /// been read here (the bound applies).
     pub fn put_moved(&mut self, moved: Vec<Moved<P, L>>) {

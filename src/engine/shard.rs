@@ -202,10 +202,15 @@ impl Engine {
         result
     }
 
-    /// Every re-read partition has reached where its previous owner stopped: what waited
-    /// too long expires now, except what the previous owners had already counted.
+    /// Every re-read partition has reached where its previous owner stopped: what the
+    /// previous owners had already expired (and counted) is dropped, and what else waited
+    /// too long expires and counts now. Later entries, late ones included, expire as
+    /// usual.
     pub fn end_replay(&mut self) {
         self.state.rebuilding = false;
+        for (&source, &watermark) in &self.state.counted_through {
+            self.state.join.drop_before(source as u32, watermark);
+        }
         self.advance();
     }
 
@@ -355,15 +360,7 @@ impl Engine {
             return;
         }
         for e in self.state.join.expire_before(wm) {
-            let source = e.origin as usize;
-            let counted = self
-                .state
-                .counted_through
-                .get(&source)
-                .is_some_and(|w| e.unlabeled.deadline < *w);
-            if !counted {
-                self.record_unlabeled(e.model as usize, e.unlabeled);
-            }
+            self.record_unlabeled(e.model as usize, e.unlabeled);
         }
         let instant = wm.div_euclid(self.every);
         match self.state.buffer.closed_at {
