@@ -482,8 +482,19 @@ impl State {
             .engine
             .watermark()
             .map(|w| (w - self.horizon).div_euclid(self.every));
+        // Every assigned partition, read or not: one not read since the assignment is at
+        // its committed offset, and its commit must name the same join-state snapshot as
+        // its pair's other partition.
+        let positions: Vec<(PartitionKey, i64)> = self
+            .sources
+            .keys()
+            .filter_map(|k| {
+                let next = self.offsets.get(k).or(self.start.get(k))?;
+                Some((k.clone(), *next))
+            })
+            .collect();
         let mut out = Vec::new();
-        for (key, next) in &self.offsets {
+        for (key, next) in &positions {
             let marks = self.marks.entry(key.clone()).or_default();
             if let Some(cutoff) = cutoff {
                 while marks.len() > 1 && marks[1].0 <= cutoff {
@@ -646,7 +657,12 @@ impl State {
         for (t, p, o) in &rebuild {
             tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
             let key = (t.clone(), *p);
-            let next = self.offsets.get(&key).copied().unwrap_or(*o);
+            let next = self
+                .offsets
+                .get(&key)
+                .or(self.start.get(&key))
+                .copied()
+                .unwrap_or(*o);
             let mark = match &self.stage {
                 Stage::Shard(shard) => {
                     // While moved partitions are re-read nothing expires here, so what
@@ -819,7 +835,8 @@ impl State {
                     self.engine.set_counted_through(*s, w);
                 }
                 let start = self.start.get(k).copied();
-                if snapshots.contains_key(&k.1) {
+                let paired = self.settings.role(&k.0) != Some(InputKind::Acks);
+                if paired && snapshots.contains_key(&k.1) {
                     if let Some(start) = start {
                         shard.snapshot_next.insert(k.clone(), start);
                     }
