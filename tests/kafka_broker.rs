@@ -193,10 +193,11 @@ fn exactly_once_kill_9_then_restart_loses_and_repeats_nothing() {
     assert_eq!(duplicates, 0, "read_committed sees no snapshot twice");
 }
 
-/// The first hour is processed and committed; then the rest arrives and the process is
-/// killed while an open transaction holds what it wrote but did not commit: the shard's
-/// partial batches (and, with `--exactly-once`, the evaluator's outputs). A restart with
-/// the same instance id loses nothing. Returns the snapshots seen twice.
+/// The first hour is processed and committed; then the second hour arrives and the process
+/// is killed while an open transaction holds what it wrote but did not commit: the shard's
+/// partial batches (and, with `--exactly-once`, the evaluator's outputs). The last hour
+/// arrives only after the kill, so the kill always lands mid-stream. A restart with the
+/// same instance id loses nothing. Returns the snapshots seen twice.
 fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool) -> usize {
     let brokers = real_broker();
     let golden = golden_on_topics(&brokers, name, 4, Produce::Nothing);
@@ -215,7 +216,7 @@ fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool) -> usize {
     let mut first = slaguard_run(&config, s, &group, &state, exactly_once);
     stages.produce(i64::MIN, at(60));
     let committed_first = wait_settled(&brokers, &metrics_topic, 400, Duration::from_secs(120));
-    stages.produce(at(60), i64::MAX);
+    stages.produce(at(60), at(120));
     let start = Instant::now();
     let (written, committed) = loop {
         let written = read_topic_uncommitted(&brokers, &caught_topic).len();
@@ -243,6 +244,7 @@ fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool) -> usize {
         written - committed
     );
     let mut second = slaguard_run(&config, s, &group, &state, exactly_once);
+    stages.produce(at(120), i64::MAX);
     let duplicates = nothing_lost(&brokers, &golden, exactly_once);
     second.kill().expect("stop");
     second.wait().expect("reaped");
