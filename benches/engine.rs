@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use slaguard::decode;
-use slaguard::join::JoinState;
+use slaguard::join::{JoinState, RequestKey};
 use slaguard::metric::Metric;
 use slaguard::replay::{replay_files, ReplayInputs};
 use slaguard::scenario::{self, ScenarioSpec};
@@ -27,16 +27,18 @@ fn decode_bench(c: &mut Criterion) {
 }
 
 fn join_bench(c: &mut Criterion) {
-    let ids: Vec<String> = (0..10_000).map(|i| format!("r-{i}")).collect();
+    let ids: Vec<RequestKey> = (0..10_000)
+        .map(|i| RequestKey::of(&format!("r-{i}")))
+        .collect();
     c.bench_function("join/insert_then_match_10k", |b| {
         b.iter_batched(
-            || JoinState::<u32, u32>::new(1, 1_000_000),
+            || JoinState::<u32, u32>::new(1_000_000),
             |mut j| {
                 for (i, id) in ids.iter().enumerate() {
-                    j.insert_prediction(0, id, i as i64, 3_600_000, 1, 0);
+                    j.insert_prediction(0, *id, i as i64, 3_600_000, 1, 0);
                 }
                 for (i, id) in ids.iter().enumerate() {
-                    black_box(j.insert_label(0, id, i as i64 + 1000, 60_000, 1, 0));
+                    black_box(j.insert_label(0, *id, i as i64 + 1000, 60_000, 1, 0));
                 }
                 j
             },

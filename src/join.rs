@@ -4,19 +4,45 @@
 //! A prediction waits up to `label_ttl` (event time) for its label; a label that arrives
 //! first waits up to `early_label_ttl` for its prediction. After a join, or for a failed
 //! request, a small guard entry stays until the prediction's deadline so that duplicates
-//! are recognised and counted, never double-counted. Every entry lives in one expiry index
-//! ordered by deadline; the total is bounded (the engine allows `max_pending` per input
-//! source), and overflow evicts the entry nearest its deadline, counted by kind.
+//! are recognised and counted, never double-counted. The total is bounded (the engine
+//! allows `max_pending` per input source), and overflow evicts the entry nearest its
+//! deadline, counted by kind.
 //!
-//! Time only moves through [`JoinState::expire_before`], called by the engine as the
-//! watermark advances.
+//! Millions of entries wait for days, so the layout is chosen for memory:
+//! - a request is known by the 128-bit XXH3 hash of its `request_id` ([`RequestKey`]),
+//!   not by the string: 16 bytes whatever the id's length, no allocation per entry. Two
+//!   ids collide with probability about n²/2¹²⁹ (1 in 10²⁴ with 10M requests waiting);
+//! - entries live in one slab, found through a table of 4-byte slab indexes;
+//! - the expiry order is kept in one-second buckets of (slab index, generation) pairs,
+//!   sorted when their turn comes; a pair whose slot has been freed or reused since (its
+//!   generation moved on) is skipped there, so a removal costs nothing in the index.
+//!
+//! Entries with the same deadline expire in the order they were put, as a (deadline,
+//! sequence) index would give. Time only moves through [`JoinState::expire_before`],
+//! called by the engine as the watermark advances.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use hashbrown::HashTable;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::time::Millis;
 
+/// A `request_id` as the join keys it: its 128-bit XXH3 hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestKey([u64; 2]);
+
+impl RequestKey {
+    pub fn of(request_id: &str) -> RequestKey {
+        let h = xxhash_rust::xxh3::xxh3_128(request_id.as_bytes());
+        RequestKey([(h >> 64) as u64, h as u64])
+    }
+}
+
+/// Width of an expiry bucket.
+const BUCKET_MS: Millis = 1_000;
+
+/// An entry as it is stored and as it moves between join states.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Entry<P, L> {
     /// A prediction waiting for its label.
@@ -26,7 +52,6 @@ enum Entry<P, L> {
         origin: u32,
         time: Millis,
         deadline: Millis,
-        seq: u64,
     },
     /// A label waiting for its prediction.
     Label {
@@ -34,32 +59,101 @@ enum Entry<P, L> {
         origin: u32,
         time: Millis,
         deadline: Millis,
-        seq: u64,
     },
     /// A request already joined, or one that failed (no prediction): later copies are
     /// duplicates.
     Guard {
         failed: bool,
         deadline: Millis,
-        seq: u64,
         origin: u32,
     },
 }
 
-impl<P, L> Entry<P, L> {
-    fn origin(&self) -> u32 {
-        match self {
-            Entry::Prediction { origin, .. }
-            | Entry::Label { origin, .. }
-            | Entry::Guard { origin, .. } => *origin,
-        }
+/// What a slot holds.
+#[derive(Debug, Clone)]
+enum Kind<P, L> {
+    Free,
+    Prediction(P),
+    Label(L),
+    Guard { failed: bool },
+}
+
+/// One slab slot.
+#[derive(Debug, Clone)]
+struct Slot<P, L> {
+    key: RequestKey,
+    time: Millis,
+    deadline: Millis,
+    model: u32,
+    origin: u32,
+    /// Moves on each time the slot is freed: expiry pairs naming an older generation
+    /// are stale.
+    generation: u32,
+    kind: Kind<P, L>,
+}
+
+impl<P: Clone, L: Clone> Slot<P, L> {
+    fn live(&self) -> bool {
+        !matches!(self.kind, Kind::Free)
     }
 
-    fn slot(&self) -> (Millis, u64) {
-        match self {
-            Entry::Prediction { deadline, seq, .. }
-            | Entry::Label { deadline, seq, .. }
-            | Entry::Guard { deadline, seq, .. } => (*deadline, *seq),
+    fn entry(&self) -> Option<Entry<P, L>> {
+        let (origin, time, deadline) = (self.origin, self.time, self.deadline);
+        Some(match &self.kind {
+            Kind::Free => return None,
+            Kind::Prediction(p) => Entry::Prediction {
+                payload: p.clone(),
+                origin,
+                time,
+                deadline,
+            },
+            Kind::Label(l) => Entry::Label {
+                payload: l.clone(),
+                origin,
+                time,
+                deadline,
+            },
+            Kind::Guard { failed } => Entry::Guard {
+                failed: *failed,
+                deadline,
+                origin,
+            },
+        })
+    }
+}
+
+/// The slots whose deadlines fall in one second, in the order they were put.
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    /// (slab index, generation).
+    items: Vec<(u32, u32)>,
+    /// Items before this one are gone.
+    cursor: usize,
+    /// Whether `items[cursor..]` is in deadline order.
+    sorted: bool,
+    /// The latest deadline put.
+    latest: Millis,
+}
+
+impl Bucket {
+    fn push(&mut self, item: (u32, u32), deadline: Millis) {
+        if self.items.is_empty() {
+            self.sorted = true;
+        } else if deadline < self.latest {
+            self.sorted = false;
+        }
+        self.latest = self.latest.max(deadline);
+        self.items.push(item);
+    }
+
+    /// Orders the items still ahead by deadline, stably: equal deadlines keep the order
+    /// they were put in.
+    fn sort<P, L>(&mut self, slots: &[Slot<P, L>]) {
+        if !self.sorted {
+            let cursor = self.cursor;
+            self.items[cursor..]
+                .sort_by_key(|&(i, _)| slots.get(i as usize).map_or(Millis::MAX, |s| s.deadline));
+            self.sorted = true;
         }
     }
 }
@@ -130,7 +224,7 @@ pub struct Expired<P> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Moved<P, L> {
     pub model: u32,
-    pub key: Box<str>,
+    pub key: RequestKey,
     entry: Entry<P, L>,
 }
 
@@ -150,36 +244,30 @@ impl<P, L> Moved<P, L> {
                 origin: o,
                 time,
                 deadline,
-                seq,
             } => Entry::Prediction {
                 payload: prediction(model, payload),
                 origin: origin(o),
                 time,
                 deadline,
-                seq,
             },
             Entry::Label {
                 payload,
                 origin: o,
                 time,
                 deadline,
-                seq,
             } => Entry::Label {
                 payload: label(model, payload),
                 origin: origin(o),
                 time,
                 deadline,
-                seq,
             },
             Entry::Guard {
                 failed,
                 deadline,
-                seq,
                 origin: o,
             } => Entry::Guard {
                 failed,
                 deadline,
-                seq,
                 origin: origin(o),
             },
         };
@@ -191,25 +279,34 @@ impl<P, L> Moved<P, L> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+fn table_hash(model: u32, key: RequestKey) -> u64 {
+    key.0[1] ^ u64::from(model).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+#[derive(Debug, Clone)]
 pub struct JoinState<P, L> {
     max_pending: usize,
-    /// Per model: request_id → entry.
-    entries: Vec<HashMap<Box<str>, Entry<P, L>>>,
-    /// (deadline, seq) → (model, request_id); derived from `entries`, rebuilt on restore.
-    #[serde(skip)]
-    index: BTreeMap<(Millis, u64), (u32, Box<str>)>,
-    next_seq: u64,
+    slots: Vec<Slot<P, L>>,
+    free: Vec<u32>,
+    /// Slab indexes of the live slots, by (model, key).
+    table: HashTable<u32>,
+    /// Bucket (deadline / BUCKET_MS) → slots, for expiry in deadline order.
+    expiry: BTreeMap<Millis, Bucket>,
+    len: usize,
+    predictions: usize,
     pub stats: JoinStats,
 }
 
 impl<P: Clone, L: Clone> JoinState<P, L> {
-    pub fn new(models: usize, max_pending: usize) -> Self {
+    pub fn new(max_pending: usize) -> Self {
         JoinState {
             max_pending: max_pending.max(1),
-            entries: (0..models).map(|_| HashMap::new()).collect(),
-            index: BTreeMap::new(),
-            next_seq: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            table: HashTable::new(),
+            expiry: BTreeMap::new(),
+            len: 0,
+            predictions: 0,
             stats: JoinStats::default(),
         }
     }
@@ -220,128 +317,231 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         self.enforce_bound();
     }
 
-    /// Rebuilds the expiry index after deserialization.
-    pub fn rebuild_index(&mut self) {
-        self.index.clear();
-        for (m, map) in self.entries.iter().enumerate() {
-            for (k, e) in map {
-                self.index.insert(e.slot(), (m as u32, k.clone()));
+    /// Entries held: waiting predictions and labels, and duplicate guards.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Predictions waiting for a label.
+    pub fn pending_predictions(&self) -> usize {
+        self.predictions
+    }
+
+    /// The live slots in expiry order.
+    fn expiry_order(&self) -> Vec<u32> {
+        let mut order = Vec::with_capacity(self.len);
+        for bucket in self.expiry.values() {
+            let start = order.len();
+            order.extend(
+                bucket.items[bucket.cursor..]
+                    .iter()
+                    .filter(|&&(i, g)| self.is_current(i, g))
+                    .map(|&(i, _)| i),
+            );
+            if !bucket.sorted {
+                order[start..].sort_by_key(|&i| self.slots[i as usize].deadline);
             }
         }
+        order
+    }
+
+    fn is_current(&self, index: u32, generation: u32) -> bool {
+        self.slots
+            .get(index as usize)
+            .is_some_and(|s| s.generation == generation && s.live())
+    }
+
+    fn moved(&self, index: u32) -> Option<Moved<P, L>> {
+        let slot = self.slots.get(index as usize)?;
+        Some(Moved {
+            model: slot.model,
+            key: slot.key,
+            entry: slot.entry()?,
+        })
     }
 
     /// A copy of every entry read from one of `origins`, in expiry order.
     pub fn copy_origins(&self, origins: &[u32]) -> Vec<Moved<P, L>> {
-        self.index
-            .values()
-            .filter_map(|(model, key)| {
-                let entry = self.entries.get(*model as usize)?.get(key)?;
-                origins.contains(&entry.origin()).then(|| Moved {
-                    model: *model,
-                    key: key.clone(),
-                    entry: entry.clone(),
-                })
-            })
+        self.expiry_order()
+            .into_iter()
+            .filter(|&i| origins.contains(&self.slots[i as usize].origin))
+            .filter_map(|i| self.moved(i))
             .collect()
     }
 
     /// Removes, without counting anything, the entries read from `origin` whose deadline
     /// is before `time` (another join state already expired and counted them).
     pub fn drop_before(&mut self, origin: u32, time: Millis) {
-        let slots: Vec<(Millis, u64)> = self
-            .index
-            .range(..(time, 0))
-            .filter(|(_, (m, k))| {
-                self.entries
-                    .get(*m as usize)
-                    .and_then(|map| map.get(k))
-                    .is_some_and(|e| e.origin() == origin)
-            })
-            .map(|(slot, _)| *slot)
-            .collect();
-        for slot in slots {
-            if let Some((model, key)) = self.index.remove(&slot) {
-                if let Some(map) = self.entries.get_mut(model as usize) {
-                    map.remove(&key);
+        let mut gone = Vec::new();
+        for bucket in self
+            .expiry
+            .range(..=time.div_euclid(BUCKET_MS))
+            .map(|(_, b)| b)
+        {
+            for &(i, g) in &bucket.items[bucket.cursor..] {
+                if self.is_current(i, g) {
+                    let s = &self.slots[i as usize];
+                    if s.origin == origin && s.deadline < time {
+                        gone.push(i);
+                    }
                 }
             }
+        }
+        for i in gone {
+            self.remove(i);
         }
     }
 
     /// Holds entries another join state gave up, in their expiry order, as if they had
     /// been read here (the bound applies).
     pub fn put_moved(&mut self, moved: Vec<Moved<P, L>>) {
-        for Moved {
-            model,
-            key,
-            mut entry,
-        } in moved
-        {
-            let seq = self.seq();
-            match &mut entry {
-                Entry::Prediction { seq: s, .. }
-                | Entry::Label { seq: s, .. }
-                | Entry::Guard { seq: s, .. } => *s = seq,
-            }
+        for Moved { model, key, entry } in moved {
             // Keyed by request_id, a request's events share a partition: nothing here
-            // holds the key yet, but a stale entry must not keep its expiry slot.
-            self.take(model, &key);
-            self.put(model, &key, entry);
+            // holds the key yet, but a stale entry must not stay beside it.
+            if let Some(i) = self.find(model, key) {
+                self.remove(i);
+            }
+            let (kind, origin, time, deadline) = match entry {
+                Entry::Prediction {
+                    payload,
+                    origin,
+                    time,
+                    deadline,
+                } => (Kind::Prediction(payload), origin, time, deadline),
+                Entry::Label {
+                    payload,
+                    origin,
+                    time,
+                    deadline,
+                } => (Kind::Label(payload), origin, time, deadline),
+                Entry::Guard {
+                    failed,
+                    deadline,
+                    origin,
+                } => (Kind::Guard { failed }, origin, deadline, deadline),
+            };
+            self.put(model, key, time, deadline, origin, kind);
         }
     }
 
-    /// Entries held: waiting predictions and labels, and duplicate guards.
-    pub fn len(&self) -> usize {
-        self.index.len()
+    fn find(&self, model: u32, key: RequestKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.table
+            .find(table_hash(model, key), |&i| {
+                slots
+                    .get(i as usize)
+                    .is_some_and(|s| s.key == key && s.model == model)
+            })
+            .copied()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-
-    /// Predictions waiting for a label.
-    pub fn pending_predictions(&self) -> usize {
-        self.entries
-            .iter()
-            .flat_map(|m| m.values())
-            .filter(|e| matches!(e, Entry::Prediction { .. }))
-            .count()
-    }
-
-    /// The earliest deadline held, when something waits.
-    pub fn next_deadline(&self) -> Option<Millis> {
-        self.index.keys().next().map(|(d, _)| *d)
-    }
-
-    fn seq(&mut self) -> u64 {
-        self.next_seq += 1;
-        self.next_seq
-    }
-
-    fn put(&mut self, model: u32, key: &str, entry: Entry<P, L>) {
-        let slot = entry.slot();
-        let key: Box<str> = key.into();
-        self.index.insert(slot, (model, key.clone()));
-        if let Some(map) = self.entries.get_mut(model as usize) {
-            map.insert(key, entry);
+    fn put(
+        &mut self,
+        model: u32,
+        key: RequestKey,
+        time: Millis,
+        deadline: Millis,
+        origin: u32,
+        kind: Kind<P, L>,
+    ) {
+        if matches!(kind, Kind::Prediction(_)) {
+            self.predictions += 1;
         }
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    key,
+                    time,
+                    deadline,
+                    model,
+                    origin,
+                    generation: 0,
+                    kind: Kind::Free,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.key = key;
+        slot.time = time;
+        slot.deadline = deadline;
+        slot.model = model;
+        slot.origin = origin;
+        slot.kind = kind;
+        let generation = slot.generation;
+        let slots = &self.slots;
+        self.table
+            .insert_unique(table_hash(model, key), index, |&i| {
+                slots
+                    .get(i as usize)
+                    .map_or(0, |s| table_hash(s.model, s.key))
+            });
+        self.expiry
+            .entry(deadline.div_euclid(BUCKET_MS))
+            .or_default()
+            .push((index, generation), deadline);
+        self.len += 1;
         self.enforce_bound();
     }
 
+    /// Frees slot `index`, returning what it held.
+    fn remove(&mut self, index: u32) -> Option<(Slot<P, L>, Kind<P, L>)> {
+        let slot = self.slots.get_mut(index as usize)?;
+        if !slot.live() {
+            return None;
+        }
+        let kind = std::mem::replace(&mut slot.kind, Kind::Free);
+        let before = slot.clone();
+        slot.generation = slot.generation.wrapping_add(1);
+        if let Ok(found) = self
+            .table
+            .find_entry(table_hash(before.model, before.key), |&i| i == index)
+        {
+            found.remove();
+        }
+        self.free.push(index);
+        self.len -= 1;
+        if matches!(kind, Kind::Prediction(_)) {
+            self.predictions -= 1;
+        }
+        Some((before, kind))
+    }
+
+    /// The live slot nearest its deadline.
+    fn first(&mut self) -> Option<u32> {
+        loop {
+            let mut bucket = self.expiry.first_entry()?;
+            let b = bucket.get_mut();
+            b.sort(&self.slots);
+            while let Some(&(i, g)) = b.items.get(b.cursor) {
+                if self
+                    .slots
+                    .get(i as usize)
+                    .is_some_and(|s| s.generation == g && s.live())
+                {
+                    return Some(i);
+                }
+                b.cursor += 1;
+            }
+            bucket.remove();
+        }
+    }
+
     fn enforce_bound(&mut self) {
-        while self.index.len() > self.max_pending {
-            let Some((_, (model, key))) = self.index.pop_first() else {
+        while self.len > self.max_pending {
+            let Some(index) = self.first() else {
                 break;
             };
-            match self
-                .entries
-                .get_mut(model as usize)
-                .and_then(|m| m.remove(&key))
-            {
-                Some(Entry::Prediction { .. }) => self.stats.evicted_predictions += 1,
-                Some(Entry::Label { .. }) => self.stats.evicted_labels += 1,
-                Some(Entry::Guard { .. }) => self.stats.evicted_guards += 1,
-                None => {}
+            match self.remove(index).map(|(_, kind)| kind) {
+                Some(Kind::Prediction(_)) => self.stats.evicted_predictions += 1,
+                Some(Kind::Label(_)) => self.stats.evicted_labels += 1,
+                Some(Kind::Guard { .. }) => self.stats.evicted_guards += 1,
+                Some(Kind::Free) | None => {}
             }
             let evicted = self.stats.evicted_predictions
                 + self.stats.evicted_labels
@@ -357,123 +557,95 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         }
     }
 
-    /// Removes the entry for `key`, with its place in the expiry index.
-    fn take(&mut self, model: u32, key: &str) -> Option<Entry<P, L>> {
-        let old = self.entries.get_mut(model as usize)?.remove(key)?;
-        self.index.remove(&old.slot());
-        Some(old)
-    }
-
+    /// Replaces whatever `key` holds with a guard until `deadline`.
     fn replace_with_guard(
         &mut self,
         model: u32,
-        key: &str,
+        key: RequestKey,
         failed: bool,
         deadline: Millis,
         origin: u32,
     ) {
-        self.take(model, key);
-        let seq = self.seq();
+        if let Some(i) = self.find(model, key) {
+            self.remove(i);
+        }
         self.put(
             model,
             key,
-            Entry::Guard {
-                failed,
-                deadline,
-                seq,
-                origin,
-            },
+            deadline,
+            deadline,
+            origin,
+            Kind::Guard { failed },
         );
+    }
+
+    /// The live slot for `key`, with a copy of what it holds.
+    fn lookup(&self, model: u32, key: RequestKey) -> Option<(u32, &Slot<P, L>)> {
+        let i = self.find(model, key)?;
+        Some((i, &self.slots[i as usize]))
     }
 
     /// A prediction arrives. `ttl` is the model's `label_ttl`.
     pub fn insert_prediction(
         &mut self,
         model: u32,
-        key: &str,
+        key: RequestKey,
         time: Millis,
         ttl: Millis,
         payload: P,
         origin: u32,
     ) -> Joined<P, L> {
         let deadline = time.saturating_add(ttl);
-        let existing = self
-            .entries
-            .get(model as usize)
-            .and_then(|m| m.get(key))
-            .cloned();
-        match existing {
-            None => {
-                let seq = self.seq();
-                self.put(
-                    model,
-                    key,
-                    Entry::Prediction {
-                        payload,
-                        origin,
-                        time,
-                        deadline,
-                        seq,
-                    },
-                );
-                Joined::Pending
-            }
-            Some(Entry::Label {
-                payload: label,
-                time: label_time,
-                deadline: label_deadline,
-                ..
-            }) => {
-                if label_time > deadline {
-                    // The label came after this prediction's TTL: in event time the
-                    // prediction waited in vain and the label finds no prediction. A
-                    // guard keeps later copies of either from counting again.
-                    self.stats.unlabeled += 1;
-                    self.stats.unmatched_labels += 1;
-                    self.replace_with_guard(
-                        model,
-                        key,
-                        false,
-                        deadline.max(label_deadline),
-                        origin,
-                    );
-                    Joined::AfterTtl(Unlabeled {
-                        prediction: payload,
-                        prediction_time: time,
-                        deadline,
-                    })
-                } else if time <= label_deadline {
-                    self.replace_with_guard(model, key, false, deadline, origin);
-                    self.stats.matched += 1;
-                    Joined::Matched(Match {
-                        prediction: payload,
-                        prediction_time: time,
-                        label,
-                        label_time,
-                    })
-                } else {
-                    // The early label's wait is over: it is unmatched, the prediction waits anew.
-                    self.stats.unmatched_labels += 1;
-                    self.take(model, key);
-                    let seq = self.seq();
-                    self.put(
-                        model,
-                        key,
-                        Entry::Prediction {
-                            payload,
-                            origin,
-                            time,
-                            deadline,
-                            seq,
-                        },
-                    );
-                    Joined::Pending
-                }
-            }
-            Some(_) => {
-                self.stats.duplicate_predictions += 1;
-                Joined::Duplicate
-            }
+        let Some((index, slot)) = self.lookup(model, key) else {
+            self.put(
+                model,
+                key,
+                time,
+                deadline,
+                origin,
+                Kind::Prediction(payload),
+            );
+            return Joined::Pending;
+        };
+        let Kind::Label(label) = &slot.kind else {
+            self.stats.duplicate_predictions += 1;
+            return Joined::Duplicate;
+        };
+        let (label, label_time, label_deadline) = (label.clone(), slot.time, slot.deadline);
+        if label_time > deadline {
+            // The label came after this prediction's TTL: in event time the prediction
+            // waited in vain and the label finds no prediction. A guard keeps later copies
+            // of either from counting again.
+            self.stats.unlabeled += 1;
+            self.stats.unmatched_labels += 1;
+            self.replace_with_guard(model, key, false, deadline.max(label_deadline), origin);
+            Joined::AfterTtl(Unlabeled {
+                prediction: payload,
+                prediction_time: time,
+                deadline,
+            })
+        } else if time <= label_deadline {
+            self.replace_with_guard(model, key, false, deadline, origin);
+            self.stats.matched += 1;
+            Joined::Matched(Match {
+                prediction: payload,
+                prediction_time: time,
+                label,
+                label_time,
+            })
+        } else {
+            // The early label's wait is over: it is unmatched, the prediction waits anew.
+            self.stats.unmatched_labels += 1;
+            self.remove(index);
+            self.put(
+                model,
+                key,
+                time,
+                deadline,
+                origin,
+                Kind::Prediction(payload),
+            );
+            Joined::Pending
         }
     }
 
@@ -482,24 +654,20 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
     pub fn insert_failed(
         &mut self,
         model: u32,
-        key: &str,
+        key: RequestKey,
         time: Millis,
         ttl: Millis,
         origin: u32,
     ) -> Joined<P, L> {
-        let existing = self
-            .entries
-            .get(model as usize)
-            .and_then(|m| m.get(key))
-            .cloned();
-        match existing {
+        let deadline = time.saturating_add(ttl);
+        match self.lookup(model, key).map(|(_, s)| &s.kind) {
             None => {
-                self.replace_with_guard(model, key, true, time.saturating_add(ttl), origin);
+                self.replace_with_guard(model, key, true, deadline, origin);
                 Joined::Pending
             }
-            Some(Entry::Label { .. }) => {
+            Some(Kind::Label(_)) => {
                 self.stats.labels_for_failed += 1;
-                self.replace_with_guard(model, key, true, time.saturating_add(ttl), origin);
+                self.replace_with_guard(model, key, true, deadline, origin);
                 Joined::ForFailedRequest
             }
             Some(_) => {
@@ -513,25 +681,29 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
     pub fn insert_label(
         &mut self,
         model: u32,
-        key: &str,
+        key: RequestKey,
         time: Millis,
         early_ttl: Millis,
         payload: L,
         origin: u32,
     ) -> Joined<P, L> {
-        let existing = self
-            .entries
-            .get(model as usize)
-            .and_then(|m| m.get(key))
-            .cloned();
-        match existing {
-            Some(Entry::Prediction {
-                payload: prediction,
-                time: prediction_time,
-                deadline,
-                ..
-            }) => {
-                if prediction_time > time.saturating_add(early_ttl) {
+        let label_deadline = time.saturating_add(early_ttl);
+        let Some((index, slot)) = self.lookup(model, key) else {
+            self.put(
+                model,
+                key,
+                time,
+                label_deadline,
+                origin,
+                Kind::Label(payload),
+            );
+            return Joined::Pending;
+        };
+        match &slot.kind {
+            Kind::Prediction(prediction) => {
+                let (prediction, prediction_time, deadline) =
+                    (prediction.clone(), slot.time, slot.deadline);
+                if prediction_time > label_deadline {
                     // In event time this label's wait ended before its prediction existed.
                     self.stats.unmatched_labels += 1;
                     Joined::Unmatched
@@ -545,20 +717,15 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                         label_time: time,
                     })
                 } else {
-                    self.take(model, key);
+                    self.remove(index);
                     self.stats.unlabeled += 1;
-                    let seq = self.seq();
-                    let label_deadline = time.saturating_add(early_ttl);
                     self.put(
                         model,
                         key,
-                        Entry::Label {
-                            payload,
-                            origin,
-                            time,
-                            deadline: label_deadline,
-                            seq,
-                        },
+                        time,
+                        label_deadline,
+                        origin,
+                        Kind::Label(payload),
                     );
                     Joined::AfterTtl(Unlabeled {
                         prediction,
@@ -567,27 +734,11 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                     })
                 }
             }
-            None => {
-                let seq = self.seq();
-                let deadline = time.saturating_add(early_ttl);
-                self.put(
-                    model,
-                    key,
-                    Entry::Label {
-                        payload,
-                        origin,
-                        time,
-                        deadline,
-                        seq,
-                    },
-                );
-                Joined::Pending
-            }
-            Some(Entry::Guard { failed: true, .. }) => {
+            Kind::Guard { failed: true } => {
                 self.stats.labels_for_failed += 1;
                 Joined::ForFailedRequest
             }
-            Some(Entry::Label { .. }) | Some(Entry::Guard { failed: false, .. }) => {
+            Kind::Label(_) | Kind::Guard { failed: false } | Kind::Free => {
                 self.stats.duplicate_labels += 1;
                 Joined::Duplicate
             }
@@ -598,39 +749,86 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
     /// expired unlabeled in deadline order.
     pub fn expire_before(&mut self, time: Millis) -> Vec<Expired<P>> {
         let mut out = Vec::new();
-        while let Some(entry) = self.index.first_entry() {
-            if entry.key().0 >= time {
+        while let Some(index) = self.first() {
+            if self.slots[index as usize].deadline >= time {
                 break;
             }
-            let (model, key) = entry.remove();
-            match self
-                .entries
-                .get_mut(model as usize)
-                .and_then(|m| m.remove(&key))
-            {
-                Some(Entry::Prediction {
-                    payload,
-                    origin,
-                    time,
-                    deadline,
-                    ..
-                }) => {
+            match self.remove(index) {
+                Some((slot, Kind::Prediction(payload))) => {
                     self.stats.unlabeled += 1;
                     out.push(Expired {
-                        model,
-                        origin,
+                        model: slot.model,
+                        origin: slot.origin,
                         unlabeled: Unlabeled {
                             prediction: payload,
-                            prediction_time: time,
-                            deadline,
+                            prediction_time: slot.time,
+                            deadline: slot.deadline,
                         },
                     });
                 }
-                Some(Entry::Label { .. }) => self.stats.unmatched_labels += 1,
-                Some(Entry::Guard { .. }) | None => {}
+                Some((_, Kind::Label(_))) => self.stats.unmatched_labels += 1,
+                Some((_, Kind::Guard { .. } | Kind::Free)) | None => {}
             }
         }
         out
+    }
+}
+
+/// The stored form: every entry in expiry order; the slab, table and buckets are rebuilt
+/// on restore.
+impl<P: Clone + Serialize, L: Clone + Serialize> Serialize for JoinState<P, L> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let order = self.expiry_order();
+        let mut st = s.serialize_struct("JoinState", 3)?;
+        st.serialize_field("max_pending", &self.max_pending)?;
+        st.serialize_field(
+            "entries",
+            &InOrder {
+                state: self,
+                order: &order,
+            },
+        )?;
+        st.serialize_field("stats", &self.stats)?;
+        st.end()
+    }
+}
+
+struct InOrder<'a, P, L> {
+    state: &'a JoinState<P, L>,
+    order: &'a [u32],
+}
+
+impl<P: Clone + Serialize, L: Clone + Serialize> Serialize for InOrder<'_, P, L> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.order.len()))?;
+        for &i in self.order {
+            if let Some(m) = self.state.moved(i) {
+                seq.serialize_element(&m)?;
+            }
+        }
+        seq.end()
+    }
+}
+
+#[derive(Deserialize)]
+struct Stored<P, L> {
+    max_pending: usize,
+    entries: Vec<Moved<P, L>>,
+    stats: JoinStats,
+}
+
+impl<'de, P: Clone + Deserialize<'de>, L: Clone + Deserialize<'de>> Deserialize<'de>
+    for JoinState<P, L>
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let stored = Stored::<P, L>::deserialize(d)?;
+        let mut state = JoinState::new(stored.max_pending.max(stored.entries.len()));
+        state.put_moved(stored.entries);
+        state.max_pending = stored.max_pending.max(1);
+        state.stats = stored.stats;
+        Ok(state)
     }
 }
 
@@ -640,14 +838,18 @@ mod tests {
 
     type J = JoinState<&'static str, &'static str>;
 
+    fn k(id: &str) -> RequestKey {
+        RequestKey::of(id)
+    }
+
     #[test]
     fn label_after_prediction_and_before() {
-        let mut j = J::new(1, 100);
+        let mut j = J::new(100);
         assert_eq!(
-            j.insert_prediction(0, "a", 1_000, 10_000, "p", 0),
+            j.insert_prediction(0, k("a"), 1_000, 10_000, "p", 0),
             Joined::Pending
         );
-        let m = j.insert_label(0, "a", 5_000, 1_000, "l", 0);
+        let m = j.insert_label(0, k("a"), 5_000, 1_000, "l", 0);
         assert!(matches!(
             m,
             Joined::Matched(Match {
@@ -657,20 +859,20 @@ mod tests {
             })
         ));
         assert_eq!(
-            j.insert_label(0, "a", 6_000, 1_000, "l2", 0),
+            j.insert_label(0, k("a"), 6_000, 1_000, "l2", 0),
             Joined::Duplicate
         );
         assert_eq!(
-            j.insert_prediction(0, "a", 1_000, 10_000, "p2", 0),
+            j.insert_prediction(0, k("a"), 1_000, 10_000, "p2", 0),
             Joined::Duplicate
         );
         // early label
         assert_eq!(
-            j.insert_label(0, "b", 2_000, 1_000, "l", 0),
+            j.insert_label(0, k("b"), 2_000, 1_000, "l", 0),
             Joined::Pending
         );
         assert!(matches!(
-            j.insert_prediction(0, "b", 2_500, 10_000, "p", 0),
+            j.insert_prediction(0, k("b"), 2_500, 10_000, "p", 0),
             Joined::Matched(_)
         ));
         assert_eq!(j.stats.matched, 2);
@@ -680,25 +882,25 @@ mod tests {
 
     #[test]
     fn ttl_expiry_and_eviction() {
-        let mut j = J::new(2, 3);
-        j.insert_prediction(0, "a", 0, 100, "pa", 0);
-        j.insert_prediction(1, "a", 10, 100, "pb", 0); // same id, other model: separate
-        j.insert_label(0, "x", 20, 50, "lx", 0);
+        let mut j = J::new(3);
+        j.insert_prediction(0, k("a"), 0, 100, "pa", 0);
+        j.insert_prediction(1, k("a"), 10, 100, "pb", 0); // same id, other model: separate
+        j.insert_label(0, k("x"), 20, 50, "lx", 0);
         let expired = j.expire_before(101);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].unlabeled.deadline, 100);
         assert_eq!(j.stats.unmatched_labels, 1, "x waited until 70");
-        j.insert_prediction(0, "c", 200, 100, "pc", 0);
-        j.insert_prediction(0, "d", 201, 100, "pd", 0);
-        j.insert_prediction(0, "e", 202, 100, "pe", 0);
-        j.insert_prediction(0, "f", 203, 100, "pf", 0);
+        j.insert_prediction(0, k("c"), 200, 100, "pc", 0);
+        j.insert_prediction(0, k("d"), 201, 100, "pd", 0);
+        j.insert_prediction(0, k("e"), 202, 100, "pe", 0);
+        j.insert_prediction(0, k("f"), 203, 100, "pf", 0);
         assert_eq!(j.len(), 3);
         assert_eq!(
             j.stats.evicted_predictions, 2,
             "pb and pc, nearest their deadlines"
         );
         // a label after its prediction's TTL but before the watermark expired it
-        let late = j.insert_label(0, "d", 400, 50, "ld", 0);
+        let late = j.insert_label(0, k("d"), 400, 50, "ld", 0);
         assert!(matches!(
             late,
             Joined::AfterTtl(Unlabeled { deadline: 301, .. })

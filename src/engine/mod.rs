@@ -23,7 +23,7 @@ use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
 use crate::escalation::Escalation;
 use crate::event::{Ack, AckAction, AckTarget, Event, FeatureValue, Inference, Label, Status};
 use crate::incident_log::IncidentLog;
-use crate::join::{JoinState, Joined, Match, Unlabeled};
+use crate::join::{JoinState, Joined, Match, RequestKey, Unlabeled};
 use crate::metric::{Family, Task, ALL_FEATURES, SCORE};
 use crate::output::{
     BreachEvent, BreachKind, BurnRateFired, EscalationEvent, MetricSnapshot, Output,
@@ -96,12 +96,48 @@ impl Interner {
     }
 }
 
+/// The distinct tuples of a model's interned dimension values, each known by a `u32`: a
+/// waiting prediction keeps its tuple's id, not the tuple. Bounded like the values
+/// (each dimension keeps at most `max_segments` values plus `__other__` and
+/// `__missing__`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Tuples {
+    tuples: Vec<Box<[u32]>>,
+    #[serde(skip)]
+    ids: HashMap<Box<[u32]>, u32>,
+}
+
+impl Tuples {
+    fn intern(&mut self, tuple: &[u32]) -> u32 {
+        if let Some(&id) = self.ids.get(tuple) {
+            return id;
+        }
+        let id = self.tuples.len() as u32;
+        self.tuples.push(tuple.into());
+        self.ids.insert(tuple.into(), id);
+        id
+    }
+
+    fn get(&self, id: u32) -> &[u32] {
+        self.tuples.get(id as usize).map_or(&[], |t| t)
+    }
+
+    fn rebuild(&mut self) {
+        self.ids = self
+            .tuples
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+    }
+}
+
 /// What a waiting prediction keeps: its verdict and its segment values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Pred {
     kind: PredKind,
-    /// Interned values of the model's dimensions.
-    dims: Box<[u32]>,
+    /// The [`Tuples`] id of its interned dimension values.
+    dims: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -134,6 +170,10 @@ struct ModelState {
     /// Union of the objectives' segment dimensions.
     dims: Vec<String>,
     values: Vec<Interner>,
+    tuples: Tuples,
+    /// Reused to build a tuple before it is interned.
+    #[serde(skip)]
+    scratch: Vec<u32>,
     classes: Interner,
     series: Vec<Series>,
     objectives: Vec<ObjectiveState>,
@@ -191,6 +231,8 @@ impl ModelState {
         }
         ModelState {
             values: dims.iter().map(|_| Interner::new()).collect(),
+            tuples: Tuples::default(),
+            scratch: Vec::new(),
             dims,
             classes: Interner::new(),
             series,
@@ -329,7 +371,7 @@ impl Engine {
         let every = config.defaults.evaluate_every.max(1);
         let state = State {
             watermark: Watermark::new(config.defaults.allowed_lateness),
-            join: JoinState::new(config.models.len(), config.defaults.max_pending),
+            join: JoinState::new(config.defaults.max_pending),
             models: config
                 .models
                 .iter()
@@ -366,8 +408,8 @@ impl Engine {
     /// An engine continuing from `snapshot`, taken from an engine with the same config.
     pub fn restore(config: Arc<SlaConfig>, snapshot: &[u8]) -> Result<Engine, SnapshotError> {
         let mut state: State = postcard::from_bytes(snapshot).map_err(SnapshotError)?;
-        state.join.rebuild_index();
         for m in &mut state.models {
+            m.tuples.rebuild();
             m.classes.rebuild();
             m.values.iter_mut().for_each(Interner::rebuild);
         }
@@ -577,42 +619,44 @@ impl Engine {
         if state.watermark.current().is_some_and(|w| ev.timestamp < w) {
             state.stats.late_inferences += 1;
         }
-        let dims: Box<[u32]> = ms
-            .dims
-            .iter()
-            .zip(ms.values.iter_mut())
-            .map(|(d, interner)| {
-                let v = ev
-                    .attributes
-                    .iter()
-                    .find(|(k, _)| k == d)
-                    .map(|(_, v)| v.as_str())
-                    .or_else(|| {
-                        (d == "model_version")
-                            .then_some(ev.model_version.as_deref())
-                            .flatten()
-                    });
-                match v {
-                    Some(v) => interner.intern(v, max_segments),
-                    None => MISSING,
-                }
-            })
-            .collect();
+        let mut tuple = std::mem::take(&mut ms.scratch);
+        tuple.clear();
+        tuple.extend(
+            ms.dims
+                .iter()
+                .zip(ms.values.iter_mut())
+                .map(|(d, interner)| {
+                    let v = ev
+                        .attributes
+                        .iter()
+                        .find(|(k, _)| k == d)
+                        .map(|(_, v)| v.as_str())
+                        .or_else(|| {
+                            (d == "model_version")
+                                .then_some(ev.model_version.as_deref())
+                                .flatten()
+                        });
+                    match v {
+                        Some(v) => interner.intern(v, max_segments),
+                        None => MISSING,
+                    }
+                }),
+        );
+        let dims = ms.tuples.intern(&tuple);
+        ms.scratch = tuple;
+        let key = RequestKey::of(&ev.request_id);
         let joined = match kind {
             Some(kind) => state.join.insert_prediction(
                 mi as u32,
-                &ev.request_id,
+                key,
                 ev.timestamp,
                 model.label_ttl,
-                Pred {
-                    kind,
-                    dims: dims.clone(),
-                },
+                Pred { kind, dims },
                 source.0 as u32,
             ),
             None => state.join.insert_failed(
                 mi as u32,
-                &ev.request_id,
+                key,
                 ev.timestamp,
                 model.label_ttl,
                 source.0 as u32,
@@ -642,12 +686,12 @@ impl Engine {
             ok,
             latency_ms: ev.latency_ms,
         };
-        self.record(mi, ev.timestamp, fact, &dims);
+        self.record(mi, ev.timestamp, fact, dims);
         if let Some(profile) = self.config.models[mi].profile.clone() {
             for i in 0..self.state.models[mi].profile_families.len() {
                 let family = self.state.models[mi].profile_families[i];
                 if let Some(fact) = profile_fact(&profile, family, ev) {
-                    self.record(mi, ev.timestamp, fact, &dims);
+                    self.record(mi, ev.timestamp, fact, dims);
                 }
             }
         }
@@ -712,7 +756,7 @@ impl Engine {
         }
         let joined = self.state.join.insert_label(
             mi as u32,
-            &ev.request_id,
+            RequestKey::of(&ev.request_id),
             ev.timestamp,
             model.early_label_ttl,
             truth,
@@ -803,17 +847,24 @@ impl Engine {
         }
     }
 
-    fn record(&mut self, mi: usize, time: Millis, fact: Fact, dims: &[u32]) {
+    /// Records `fact` at `time` in every series that uses it, in the segments of the
+    /// dimension tuple `dims` ([`Tuples`] id).
+    fn record(&mut self, mi: usize, time: Millis, fact: Fact, dims: u32) {
         let k = time.div_euclid(self.every);
         if self.state.shard {
             self.record_partial(mi, k, fact, dims);
             return;
         }
         let max_segments = self.config.defaults.max_segments;
-        let ms = &mut self.state.models[mi];
+        let ModelState {
+            series,
+            tuples,
+            scratch: key,
+            ..
+        } = &mut self.state.models[mi];
+        let dims = tuples.get(dims);
         let mut stats = RecordStats::default();
-        let mut key = Vec::new();
-        for s in &mut ms.series {
+        for s in series {
             if !s.uses(&fact) {
                 continue;
             }
@@ -823,10 +874,10 @@ impl Engine {
                     .iter()
                     .map(|&d| dims.get(d).copied().unwrap_or(MISSING)),
             );
-            if fold_overflow(s, &mut key, max_segments) {
+            if fold_overflow(s, key, max_segments) {
                 self.state.stats.segment_overflow += 1;
             }
-            s.record(k, fact, Some(&key), &mut stats);
+            s.record(k, fact, Some(key), &mut stats);
         }
         self.state.stats.too_late += u64::from(stats.too_late);
     }
@@ -854,11 +905,11 @@ impl Engine {
             // Payloads are built from the same model's task; nothing else can meet here.
             _ => return,
         };
-        self.record(mi, time, fact, &m.prediction.dims);
+        self.record(mi, time, fact, m.prediction.dims);
     }
 
     fn record_unlabeled(&mut self, mi: usize, u: Unlabeled<Pred>) {
-        self.record(mi, u.deadline, Fact::Unlabeled, &u.prediction.dims);
+        self.record(mi, u.deadline, Fact::Unlabeled, u.prediction.dims);
     }
 
     fn advance(&mut self) {

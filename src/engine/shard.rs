@@ -237,8 +237,9 @@ impl Engine {
                                 }
                                 PredKind::Value(v) => MovedVerdict::Value(v),
                             },
-                            dims: p
-                                .dims
+                            dims: ms
+                                .tuples
+                                .get(p.dims)
                                 .iter()
                                 .zip(&ms.values)
                                 .map(|(&id, values)| values.name(id).to_string())
@@ -278,6 +279,7 @@ impl Engine {
             // Only one of the two translations runs per entry; both may intern a class.
             let classes = std::cell::RefCell::new(&mut ms.classes);
             let values = &mut ms.values;
+            let tuples = &mut ms.tuples;
             let entry = m.map(
                 |_, p: MovedPrediction| Pred {
                     kind: match p.verdict {
@@ -289,12 +291,15 @@ impl Engine {
                         }
                         MovedVerdict::Value(v) => PredKind::Value(v),
                     },
-                    dims: p
-                        .dims
-                        .iter()
-                        .zip(values.iter_mut())
-                        .map(|(v, values)| values.intern(v, max_segments))
-                        .collect(),
+                    dims: {
+                        let tuple: Vec<u32> = p
+                            .dims
+                            .iter()
+                            .zip(values.iter_mut())
+                            .map(|(v, values)| values.intern(v, max_segments))
+                            .collect();
+                        tuples.intern(&tuple)
+                    },
                 },
                 |_, t: MovedTruth| match t {
                     MovedTruth::Binary(b) => Truth::Binary(b),
@@ -327,11 +332,12 @@ impl Engine {
     }
 
     /// Records `fact` at interval `k` into the batch in the making.
-    pub(super) fn record_partial(&mut self, mi: usize, k: i64, fact: Fact, dims: &[u32]) {
+    pub(super) fn record_partial(&mut self, mi: usize, k: i64, fact: Fact, dims: u32) {
         if self.state.replaying {
             return;
         }
         let ms = &self.state.models[mi];
+        let dims = ms.tuples.get(dims);
         for (si, s) in ms.series.iter().enumerate() {
             if !s.uses(&fact) {
                 continue;

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::KafkaShellError;
 use crate::config::SlaConfig;
 
-const VERSION: u32 = 4;
+const VERSION: u32 = 5;
 
 /// (interval, first offset seen in it) for one partition, oldest first.
 pub type Marks = Vec<(i64, i64)>;

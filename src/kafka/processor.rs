@@ -787,7 +787,15 @@ impl State {
                     .map(|(t, p, m)| ((t.clone(), *p), m.iter().copied().collect()))
                     .collect();
                 match &mut self.stage {
-                    Stage::Shard(shard) => shard.replay_until.clear(),
+                    Stage::Shard(shard) => {
+                        shard.replay_until.clear();
+                        // Idleness is what this process saw (silence for `idle_timeout`),
+                        // not state: restored idle, a partition that has not been read
+                        // yet would let the others run the watermark ahead of it.
+                        for s in self.sources.values().flatten() {
+                            self.engine.set_source_idle(*s, false);
+                        }
+                    }
                     Stage::Evaluator(evaluator) => {
                         evaluator.inputs = c
                             .inputs
