@@ -150,21 +150,7 @@ fn slaguard_run(
     state: &std::path::Path,
     exactly_once: bool,
 ) -> std::process::Child {
-    slaguard_command(config, s, group, state, exactly_once)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn slaguard run")
-}
-
-fn slaguard_command(
-    config: &std::path::Path,
-    s: &slaguard::kafka::KafkaSettings,
-    group: &str,
-    state: &std::path::Path,
-    exactly_once: bool,
-) -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"));
-    command
+    std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
         .args([
             "run",
             "--config",
@@ -189,29 +175,22 @@ fn slaguard_command(
         ])
         .args(exactly_once.then_some("--exactly-once"))
         // One line at exit: the run's summary.
-        .stdout(std::process::Stdio::piped());
-    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn slaguard run")
 }
 
 #[test]
 fn kill_9_mid_stream_then_restart_loses_no_incident() {
-    let duplicates = kill_9_mid_stream_then_restart("kill9", false, false);
+    let duplicates = kill_9_mid_stream_then_restart("kill9", false);
     eprintln!("at-least-once: {duplicates} snapshots re-emitted after the restart");
 }
 
 #[test]
 fn exactly_once_kill_9_then_restart_loses_and_repeats_nothing() {
-    let duplicates = kill_9_mid_stream_then_restart("eos", true, false);
+    let duplicates = kill_9_mid_stream_then_restart("eos", true);
     assert_eq!(duplicates, 0, "read_committed sees no snapshot twice");
-}
-
-/// Killed after its partitions fell idle and that was checkpointed and committed: the
-/// restarted instance must not take the restored idleness for its own, or the first
-/// partition it reads runs the watermark ahead of the others (whose facts then come too
-/// late for their instants).
-#[test]
-fn kill_9_after_an_idle_spell_then_restart_loses_no_incident() {
-    kill_9_mid_stream_then_restart("idle", false, true);
 }
 
 /// The first hour is processed and committed; then the second hour arrives and the process
@@ -219,11 +198,7 @@ fn kill_9_after_an_idle_spell_then_restart_loses_no_incident() {
 /// partial batches (and, with `--exactly-once`, the evaluator's outputs). The last hour
 /// arrives only after the kill, so the kill always lands mid-stream. A restart with the
 /// same instance id loses nothing. Returns the snapshots seen twice.
-///
-/// With `idle_spell`, the first two hours arrive at once and the kill waits until every
-/// data partition has fallen idle (after a 5 s `idle_timeout`) and two more checkpoints
-/// have been written since, so the last committed checkpoint holds them idle.
-fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool, idle_spell: bool) -> usize {
+fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool) -> usize {
     let brokers = real_broker();
     let golden = golden_on_topics(&brokers, name, 4, Produce::Nothing);
     let s = &golden.settings;
@@ -238,94 +213,15 @@ fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool, idle_spell: bo
     };
     // A group (and static member) of its own: the broker outlives test runs.
     let group = s.output_prefix.trim_end_matches('.').to_string();
-    let config = if idle_spell {
-        let idle = golden.dir.path().join("sla-idle.yaml");
-        let yaml = std::fs::read_to_string(&config).expect("sla.yaml");
-        let changed = yaml.replacen("defaults: {", "defaults: {idle_timeout: 5s, ", 1);
-        assert_ne!(changed, yaml, "the scenario's SLA has inline defaults");
-        std::fs::write(&idle, changed).expect("write");
-        idle
-    } else {
-        config
-    };
-    let mut first = if idle_spell {
-        slaguard_command(&config, s, &group, &state, exactly_once)
-            .args(["--snapshot-interval", "1s"])
-            .env("SLAGUARD_LOG", "slaguard::kafka::processor=debug")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn slaguard run")
-    } else {
-        slaguard_run(&config, s, &group, &state, exactly_once)
-    };
-    let idle_lines = first.stderr.take().map(|err| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                if line.contains("partition idle") && tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        rx
-    });
-    let committed_first = if idle_spell {
-        stages.produce(i64::MIN, at(120));
-        0
-    } else {
-        stages.produce(i64::MIN, at(60));
-        let n = wait_settled(&brokers, &metrics_topic, 400, Duration::from_secs(120));
-        stages.produce(at(60), at(120));
-        n
-    };
-    if let Some(idle_lines) = idle_lines {
-        // Every inferences and labels partition; acks partitions fall idle at once.
-        let data_partitions = 2 * 4;
-        let mut idle = std::collections::BTreeSet::new();
-        while idle.len() < data_partitions {
-            let line = idle_lines
-                .recv_timeout(Duration::from_secs(120))
-                .expect("partitions fall idle");
-            if !line.contains(&s.acks_topic) {
-                idle.insert(line);
-            }
-        }
-        let checkpoint = std::fs::read_dir(&state)
-            .expect("state dir")
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| {
-                p.extension().is_some_and(|e| e == "checkpoint")
-                    && !p.to_string_lossy().contains("evaluator")
-            })
-            .expect("the shard's checkpoint");
-        let mut written = std::fs::metadata(&checkpoint)
-            .and_then(|m| m.modified())
-            .ok();
-        for _ in 0..2 {
-            let start = Instant::now();
-            loop {
-                let now = std::fs::metadata(&checkpoint)
-                    .and_then(|m| m.modified())
-                    .ok();
-                if now != written {
-                    written = now;
-                    break;
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(60),
-                    "no checkpoint while idle"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
+    let mut first = slaguard_run(&config, s, &group, &state, exactly_once);
+    stages.produce(i64::MIN, at(60));
+    let committed_first = wait_settled(&brokers, &metrics_topic, 400, Duration::from_secs(120));
+    stages.produce(at(60), at(120));
     let start = Instant::now();
     let (written, committed) = loop {
         let written = read_topic_uncommitted(&brokers, &caught_topic).len();
         let committed = read_topic(&brokers, &caught_topic).len();
-        if written > committed || idle_spell {
+        if written > committed {
             break (written, committed);
         }
         assert!(
@@ -345,7 +241,7 @@ fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool, idle_spell: bo
     );
     eprintln!(
         "{name}: killed with {committed} messages of {caught_topic} committed and {} more written in the open transaction; {before} snapshots out",
-        written.saturating_sub(committed)
+        written - committed
     );
     let mut second = slaguard_run(&config, s, &group, &state, exactly_once);
     stages.produce(at(120), i64::MAX);
