@@ -8,10 +8,11 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
 use crate::config::SlaConfig;
-use crate::dead_letter::{DeadLetter, InputKind, Origin, Position};
+use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
 use crate::decode;
 use crate::engine::Engine;
 use crate::event::Event;
@@ -62,14 +63,110 @@ pub struct ReplayCounts {
     pub bytes: u64,
 }
 
-/// One input file, holding its next decoded event (and that event's raw line).
+/// Lines decoded per message from a reading thread to the merge.
+const CHUNK_LINES: usize = 1024;
+
+/// One decoded line of a [`Chunk`].
+struct DecodedLine {
+    line_no: u64,
+    /// Where the line (without its line end) lies in the chunk's text.
+    start: usize,
+    end: usize,
+    /// Bytes read for it, with the blank lines before it and its line end.
+    bytes: u64,
+    outcome: Result<Event, Reason>,
+}
+
+/// Consecutive lines of one file, read and decoded on that file's own thread: their
+/// text (kept for dead letters and acks) and what each decoded to.
+struct Chunk {
+    text: Vec<u8>,
+    lines: Vec<DecodedLine>,
+    /// Bytes of trailing blank lines, counted when the file ends.
+    trailing: u64,
+}
+
+/// What a reading thread sends.
+enum Read {
+    Lines(Chunk),
+    Failed(ReplayError),
+}
+
+/// Reads `path` to its end, decoding each non-blank line as `kind`, in chunks.
+fn read_file(kind: InputKind, path: PathBuf, file: File, tx: SyncSender<Read>) {
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut line_no = 0u64;
+    let mut buf = Vec::with_capacity(1024);
+    let mut blank_bytes = 0u64;
+    loop {
+        let mut chunk = Chunk {
+            text: Vec::with_capacity(CHUNK_LINES * 256),
+            lines: Vec::with_capacity(CHUNK_LINES),
+            trailing: 0,
+        };
+        let mut ended = false;
+        while chunk.lines.len() < CHUNK_LINES {
+            buf.clear();
+            let n = match reader.read_until(b'\n', &mut buf) {
+                Ok(n) => n,
+                Err(source) => {
+                    let _ = tx.send(Read::Failed(ReplayError::Read {
+                        path,
+                        line: line_no + 1,
+                        source,
+                    }));
+                    return;
+                }
+            };
+            if n == 0 {
+                ended = true;
+                break;
+            }
+            line_no += 1;
+            blank_bytes += n as u64;
+            let mut line: &[u8] = &buf;
+            while let [rest @ .., b'\n' | b'\r'] = line {
+                line = rest;
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let outcome = match kind {
+                InputKind::Inferences => decode::inference(line).map(Event::Inference),
+                InputKind::Labels => decode::label(line).map(Event::Label),
+                InputKind::Acks => decode::ack(line).map(Event::Ack),
+            };
+            let start = chunk.text.len();
+            chunk.text.extend_from_slice(line);
+            chunk.lines.push(DecodedLine {
+                line_no,
+                start,
+                end: chunk.text.len(),
+                bytes: std::mem::take(&mut blank_bytes),
+                outcome,
+            });
+        }
+        if ended {
+            chunk.trailing = blank_bytes;
+        }
+        if tx.send(Read::Lines(chunk)).is_err() || ended {
+            return;
+        }
+    }
+}
+
+/// One input file, holding its next decoded event (and that event's raw line). The file
+/// is read and decoded on a thread of its own, a few chunks ahead of the merge.
 struct Cursor {
     kind: InputKind,
-    path: PathBuf,
     name: String,
-    reader: BufReader<File>,
+    lines: Receiver<Read>,
+    chunk: Option<Chunk>,
+    /// The line of `chunk` that `next` (or the last event taken) came from.
+    at: usize,
+    /// The next line of `chunk` to take.
+    pos: usize,
     line_no: u64,
-    buf: Vec<u8>,
     next: Option<Event>,
     done: bool,
 }
@@ -81,16 +178,38 @@ impl Cursor {
             path: path.to_path_buf(),
             source,
         })?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let owned = path.to_path_buf();
+        std::thread::Builder::new()
+            .name(format!("read-{}", kind.name()))
+            .spawn(move || read_file(kind, owned, file, tx))
+            .map_err(|source| ReplayError::Open {
+                kind: kind.name(),
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(Cursor {
             kind,
-            path: path.to_path_buf(),
             name: path.display().to_string(),
-            reader: BufReader::with_capacity(1 << 20, file),
+            lines: rx,
+            chunk: None,
+            at: 0,
+            pos: 0,
             line_no: 0,
-            buf: Vec::with_capacity(1024),
             next: None,
             done: false,
         })
+    }
+
+    fn raw(&self) -> Vec<u8> {
+        self.chunk
+            .as_ref()
+            .and_then(|c| {
+                let l = c.lines.get(self.at)?;
+                c.text.get(l.start..l.end)
+            })
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
     }
 
     fn origin(&self) -> Origin {
@@ -100,46 +219,45 @@ impl Cursor {
                 file: self.name.clone(),
                 line: self.line_no,
             },
-            raw: self.buf.clone(),
+            raw: self.raw(),
         }
     }
 
-    /// Reads until the next decodable event, sending undecodable lines to `dead`.
+    /// Takes lines until the next decodable event, sending undecodable ones to `dead`.
     fn fill(
         &mut self,
         counts: &mut ReplayCounts,
         dead: &mut Vec<DeadLetter>,
     ) -> Result<(), ReplayError> {
         while self.next.is_none() && !self.done {
-            self.buf.clear();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.buf)
-                .map_err(|source| ReplayError::Read {
-                    path: self.path.clone(),
-                    line: self.line_no + 1,
-                    source,
-                })?;
-            if n == 0 {
-                self.done = true;
-                break;
-            }
-            self.line_no += 1;
-            counts.bytes += n as u64;
-            while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
-                self.buf.pop();
-            }
-            if self.buf.iter().all(u8::is_ascii_whitespace) {
+            if self
+                .chunk
+                .as_ref()
+                .is_none_or(|c| self.pos >= c.lines.len())
+            {
+                match self.lines.recv() {
+                    Ok(Read::Lines(chunk)) => {
+                        counts.bytes += chunk.trailing;
+                        self.chunk = Some(chunk);
+                        self.pos = 0;
+                    }
+                    Ok(Read::Failed(e)) => return Err(e),
+                    // The reader has sent its last chunk.
+                    Err(_) => self.done = true,
+                }
                 continue;
             }
-            counts.lines += 1;
-            let decoded = match self.kind {
-                InputKind::Inferences => decode::inference(&self.buf).map(Event::Inference),
-                InputKind::Labels => decode::label(&self.buf).map(Event::Label),
-                InputKind::Acks => decode::ack(&self.buf).map(Event::Ack),
+            let Some(line) = self.chunk.as_mut().and_then(|c| c.lines.get_mut(self.pos)) else {
+                break;
             };
-            match decoded {
-                Ok(d) => self.next = Some(d),
+            self.at = self.pos;
+            self.pos += 1;
+            self.line_no = line.line_no;
+            counts.bytes += line.bytes;
+            counts.lines += 1;
+            // Taken once: the placeholder left behind is never read.
+            match std::mem::replace(&mut line.outcome, Err(Reason::NotJson(String::new()))) {
+                Ok(event) => self.next = Some(event),
                 Err(reason) => dead.push(DeadLetter {
                     origin: self.origin(),
                     reason,
