@@ -1,5 +1,8 @@
-//! Throughput of `run` on a Kafka cluster: produces the scripted scenario to fresh topics,
-//! runs the consumer group until every input offset is committed, and prints events/s.
+//! Throughput of `run` on a Kafka cluster against a consume-and-discard consumer: produces
+//! the scripted scenario to fresh topics, reads them once with an rdkafka consumer created
+//! with the same client settings as `run`'s (discarding every message), then runs the
+//! consumer group until its checkpoint covers every input message, and prints both
+//! events/s and their ratio.
 //!
 //!     bash scripts/kafka.sh start
 //!     cargo run --release --example kafka_throughput -- 127.0.0.1:19092 6h 10
@@ -10,7 +13,9 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
 use slaguard::kafka::processor::{self, RunOptions};
 use slaguard::kafka::KafkaSettings;
 use slaguard::scenario::{self, ScenarioSpec};
@@ -87,6 +92,27 @@ async fn main() -> anyhow::Result<()> {
     }
     eprintln!("produced {total} events to {prefix}*");
 
+    // The floor: the same consumer settings, every message read and dropped.
+    let floor: StreamConsumer =
+        processor::consumer_config(&s, &format!("{prefix}floor")).create()?;
+    floor.subscribe(&[&s.inferences_topic, &s.labels_topic, &s.acks_topic])?;
+    let started = Instant::now();
+    let mut read = 0u64;
+    while read < total {
+        let m = tokio::time::timeout(Duration::from_secs(60), floor.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("the floor consumer stalled at {read} of {total}"))??;
+        std::hint::black_box(m.payload());
+        read += 1;
+    }
+    let floor_elapsed = started.elapsed();
+    drop(floor);
+    let floor_rate = total as f64 / floor_elapsed.as_secs_f64();
+    println!(
+        "consume-and-discard: {total} events in {:.2}s = {floor_rate:.0} events/s",
+        floor_elapsed.as_secs_f64()
+    );
+
     let config = Arc::new(slaguard::config::load(&state.join("sla.yaml"))?);
     let token = CancellationToken::new();
     let options = RunOptions {
@@ -124,10 +150,11 @@ async fn main() -> anyhow::Result<()> {
     token.cancel();
     let summary = run.await??;
     let _ = std::fs::remove_dir_all(&state);
+    let rate = total as f64 / elapsed.as_secs_f64();
     println!(
-        "run: {total} events in {:.2}s = {:.0} events/s ({} snapshots, {} breach events, {} checkpoints)",
+        "run: {total} events in {:.2}s = {rate:.0} events/s, {:.2} of consume-and-discard ({} snapshots, {} breach events, {} checkpoints)",
         elapsed.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64(),
+        rate / floor_rate,
         summary.outputs.metrics,
         summary.outputs.breaches,
         summary.checkpoints

@@ -1161,15 +1161,7 @@ fn make_stage(spec: &StageSpec<'_>) -> Result<StageRunner, KafkaShellError> {
         state: Arc::clone(&state),
         timeout: options.shutdown_timeout,
     };
-    let mut client = settings.client_with(&[
-        ("group.id", &spec.group),
-        ("enable.auto.commit", "false"),
-        ("enable.auto.offset.store", "false"),
-        ("auto.offset.reset", "earliest"),
-        ("isolation.level", "read_committed"),
-        ("session.timeout.ms", "10000"),
-        ("heartbeat.interval.ms", "1000"),
-    ]);
+    let mut client = consumer_config(settings, &spec.group);
     if let Some(id) = &options.instance_id {
         client.set("group.instance.id", id);
     }
@@ -1431,4 +1423,19 @@ pub async fn run(
     let mut total = shard?;
     total.add(&evaluator?);
     Ok(total)
+}
+
+/// The settings every stage's group consumer is created with (the user's `-X` overrides
+/// win): offsets committed by slaguard only, from the earliest offset when the group has
+/// none, `read_committed`.
+pub fn consumer_config(settings: &KafkaSettings, group: &str) -> rdkafka::config::ClientConfig {
+    settings.client_with(&[
+        ("group.id", group),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("isolation.level", "read_committed"),
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "1000"),
+    ])
 }
