@@ -6,6 +6,11 @@
 //!
 //!     bash scripts/kafka.sh start
 //!     cargo run --release --example kafka_throughput -- 127.0.0.1:19092 6h 10
+//!     cargo run --release --example kafka_throughput -- 127.0.0.1:19092 6h 10 avro
+//!
+//! With `avro`, inferences and labels are produced as bare Avro datums (schemas/) and
+//! `run` reads them with `inferences=avro`, `labels=avro`; the malformed lines of the
+//! scenario go as they are, and become dead letters as they do in JSON.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +36,12 @@ async fn main() -> anyhow::Result<()> {
     let duration = slaguard::time::parse_duration(args.get(2).map_or("6h", String::as_str))
         .map_err(anyhow::Error::msg)?;
     let rate: f64 = args.get(3).map_or(Ok(10.0), |r| r.parse())?;
+    let avro = match args.get(4).map(String::as_str) {
+        None | Some("json") => false,
+        Some("avro") => true,
+        Some(other) => anyhow::bail!("unknown input format {other}: json or avro"),
+    };
+    let codecs = slaguard::avro::Codecs::new()?;
     let spec = ScenarioSpec {
         duration_ms: duration,
         rate,
@@ -47,6 +58,11 @@ async fn main() -> anyhow::Result<()> {
     s.labels_topic = format!("{prefix}labels");
     s.acks_topic = format!("{prefix}acks");
     s.output_prefix = format!("{prefix}sla.");
+    if avro {
+        for f in ["inferences=avro", "labels=avro"] {
+            s.formats.set(f).map_err(anyhow::Error::msg)?;
+        }
+    }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .create()?;
@@ -68,13 +84,42 @@ async fn main() -> anyhow::Result<()> {
         .set("linger.ms", "20")
         .create()?;
     let mut total = 0u64;
-    for (topic, bytes) in [(&s.inferences_topic, &inf), (&s.labels_topic, &lab)] {
+    let mut not_encoded = 0u64;
+    for (topic, bytes, schema) in [
+        (&s.inferences_topic, &inf, &codecs.inference),
+        (&s.labels_topic, &lab, &codecs.label),
+    ] {
         let mut pending = Vec::new();
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let key = serde_json::from_slice::<serde_json::Value>(line)
-                .ok()
+            let mut json = serde_json::from_slice::<serde_json::Value>(line).ok();
+            // Maps the JSON leaves out are empty maps in Avro.
+            if let Some(o) = json.as_mut().and_then(|v| v.as_object_mut()) {
+                if topic == &s.inferences_topic {
+                    for k in ["features", "attributes"] {
+                        o.entry(k).or_insert_with(|| serde_json::json!({}));
+                    }
+                }
+            }
+            // Avro timestamps are epoch milliseconds.
+            if let Some(t) = json.as_mut().and_then(|v| v.get_mut("timestamp")) {
+                if let Some(ms) = t.as_str().and_then(slaguard::time::parse_rfc3339) {
+                    *t = ms.into();
+                }
+            }
+            let key = json
+                .as_ref()
                 .and_then(|v| v["request_id"].as_str().map(str::to_string));
-            let mut r = FutureRecord::to(topic).payload(line);
+            let encoded = match (&json, avro) {
+                (Some(v), true) => {
+                    slaguard::avro::Codecs::encode(schema, v, slaguard::avro::Format::Avro).ok()
+                }
+                _ => None,
+            };
+            if avro && encoded.is_none() {
+                not_encoded += 1;
+            }
+            let payload: &[u8] = encoded.as_deref().unwrap_or(line);
+            let mut r = FutureRecord::to(topic).payload(payload);
             if let Some(k) = key.as_deref() {
                 r = r.key(k.as_bytes());
             }
@@ -90,23 +135,35 @@ async fn main() -> anyhow::Result<()> {
             p.await?.map_err(|(e, _)| e)?;
         }
     }
-    eprintln!("produced {total} events to {prefix}*");
+    eprintln!(
+        "produced {total} events to {prefix}* ({}; {not_encoded} lines not encodable, sent as they are)",
+        if avro { "Avro" } else { "JSON" }
+    );
+    anyhow::ensure!(
+        not_encoded * 100 <= total,
+        "{not_encoded} of {total} lines could not be encoded as Avro"
+    );
 
-    // The floor: the same consumer settings, every message read and dropped.
-    let floor: StreamConsumer =
-        processor::consumer_config(&s, &format!("{prefix}floor")).create()?;
-    floor.subscribe(&[&s.inferences_topic, &s.labels_topic, &s.acks_topic])?;
-    let started = Instant::now();
-    let mut read = 0u64;
-    while read < total {
-        let m = tokio::time::timeout(Duration::from_secs(60), floor.recv())
-            .await
-            .map_err(|_| anyhow::anyhow!("the floor consumer stalled at {read} of {total}"))??;
-        std::hint::black_box(m.payload());
-        read += 1;
+    // The floor: the same consumer settings, every message read and dropped; read twice
+    // (the first read also warms the broker's cache), the faster kept.
+    let mut floor_elapsed = Duration::MAX;
+    for pass in 0..2 {
+        let floor: StreamConsumer =
+            processor::consumer_config(&s, &format!("{prefix}floor{pass}")).create()?;
+        floor.subscribe(&[&s.inferences_topic, &s.labels_topic, &s.acks_topic])?;
+        let started = Instant::now();
+        let mut read = 0u64;
+        while read < total {
+            let m = tokio::time::timeout(Duration::from_secs(60), floor.recv())
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("the floor consumer stalled at {read} of {total}")
+                })??;
+            std::hint::black_box(m.payload());
+            read += 1;
+        }
+        floor_elapsed = floor_elapsed.min(started.elapsed());
     }
-    let floor_elapsed = started.elapsed();
-    drop(floor);
     let floor_rate = total as f64 / floor_elapsed.as_secs_f64();
     println!(
         "consume-and-discard: {total} events in {:.2}s = {floor_rate:.0} events/s",
