@@ -279,6 +279,14 @@ impl<P, L> Moved<P, L> {
     }
 }
 
+/// Whether an expiry pair (slab index, generation) still names a live entry: its slot has
+/// been neither freed nor reused since the pair was put.
+fn is_current<P: Clone, L: Clone>(slots: &[Slot<P, L>], index: u32, generation: u32) -> bool {
+    slots
+        .get(index as usize)
+        .is_some_and(|s| s.generation == generation && s.live())
+}
+
 fn table_hash(model: u32, key: RequestKey) -> u64 {
     key.0[1] ^ u64::from(model).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
@@ -350,9 +358,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
     }
 
     fn is_current(&self, index: u32, generation: u32) -> bool {
-        self.slots
-            .get(index as usize)
-            .is_some_and(|s| s.generation == generation && s.live())
+        is_current(&self.slots, index, generation)
     }
 
     fn moved(&self, index: u32) -> Option<Moved<P, L>> {
@@ -519,11 +525,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
             let b = bucket.get_mut();
             b.sort(&self.slots);
             while let Some(&(i, g)) = b.items.get(b.cursor) {
-                if self
-                    .slots
-                    .get(i as usize)
-                    .is_some_and(|s| s.generation == g && s.live())
-                {
+                if is_current(&self.slots, i, g) {
                     return Some(i);
                 }
                 b.cursor += 1;
@@ -579,7 +581,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         );
     }
 
-    /// The live slot for `key`, with a copy of what it holds.
+    /// The live slot for `key`, and its index.
     fn lookup(&self, model: u32, key: RequestKey) -> Option<(u32, &Slot<P, L>)> {
         let i = self.find(model, key)?;
         Some((i, &self.slots[i as usize]))

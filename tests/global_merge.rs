@@ -202,17 +202,8 @@ impl Golden {
         counted: &[Option<i64>],
         global: &[SourceId],
     ) -> (Vec<Engine>, Vec<(usize, SourceId)>, Vec<Vec<SourceId>>) {
-        let mut engines: Vec<Engine> = (0..shards)
-            .map(|_| Engine::shard(Arc::clone(&self.cfg)))
-            .collect();
-        let mut at = Vec::new();
-        let mut mapping: Vec<Vec<SourceId>> = vec![Vec::new(); shards];
-        for part in 0..2 * P {
-            let shard = owner[part % P];
-            let local = engines[shard].add_source();
-            at.push((shard, local));
-            mapping[shard].resize(local.0 + 1, global[part]);
-            mapping[shard][local.0] = global[part];
+        let (mut engines, at, mapping) = self.fresh_shards(owner, shards, global);
+        for (part, &(shard, local)) in at.iter().enumerate() {
             if let Some(w) = counted[part] {
                 engines[shard].set_counted_through(local, w);
             }
@@ -236,16 +227,15 @@ impl Golden {
         (engines, at, mapping)
     }
 
-    /// Fresh shards for `owner`, each taking over its pairs' join state (through its wire
-    /// form) and reading on from `pos`.
+    /// `shards` new shard engines; every input partition (both topics) becomes a source of
+    /// the shard `owner` gives its pair. Returns the engines, each partition's (shard,
+    /// local source) and each shard's local-to-global source map.
     #[allow(clippy::type_complexity)]
-    fn assign_with_state(
+    fn fresh_shards(
         &self,
         owner: &[usize],
         shards: usize,
-        pos: &[usize],
         global: &[SourceId],
-        states: Vec<slaguard::partial::PartitionState>,
     ) -> (Vec<Engine>, Vec<(usize, SourceId)>, Vec<Vec<SourceId>>) {
         let mut engines: Vec<Engine> = (0..shards)
             .map(|_| Engine::shard(Arc::clone(&self.cfg)))
@@ -259,6 +249,21 @@ impl Golden {
             mapping[shard].resize(local.0 + 1, global[part]);
             mapping[shard][local.0] = global[part];
         }
+        (engines, at, mapping)
+    }
+
+    /// Fresh shards for `owner`, each taking over its pairs' join state (through its wire
+    /// form) and reading on from `pos`.
+    #[allow(clippy::type_complexity)]
+    fn assign_with_state(
+        &self,
+        owner: &[usize],
+        shards: usize,
+        pos: &[usize],
+        global: &[SourceId],
+        states: Vec<slaguard::partial::PartitionState>,
+    ) -> (Vec<Engine>, Vec<(usize, SourceId)>, Vec<Vec<SourceId>>) {
+        let (mut engines, at, mapping) = self.fresh_shards(owner, shards, global);
         for (pair, state) in states.into_iter().enumerate() {
             let bytes = state.to_bytes().expect("serialises");
             let back = slaguard::partial::PartitionState::from_bytes(&bytes).expect("reads back");
