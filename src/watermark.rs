@@ -81,15 +81,22 @@ impl Watermark {
             .collect()
     }
 
-    /// Takes `p` (another watermark's source) as the progress of `source`.
-    pub fn apply_progress(&mut self, source: SourceId, p: SourceProgress) {
-        if source.0 < self.sources.len() {
-            if let Some(t) = p.max_time {
-                self.reach(source, t);
+    /// Takes each `(source, p)` (`p` another watermark's source) as the progress of
+    /// `source`, all at once: a report that makes several idle sources active again must
+    /// not let the first of them, applied alone, run the watermark ahead of the rest.
+    pub fn apply_progress(
+        &mut self,
+        updates: impl IntoIterator<Item = (SourceId, SourceProgress)>,
+    ) {
+        for (source, p) in updates {
+            if source.0 < self.sources.len() {
+                if let Some(t) = p.max_time {
+                    self.reach(source, t);
+                }
+                let s = &mut self.sources[source.0];
+                s.idle = p.idle;
+                s.ended = p.ended;
             }
-            let s = &mut self.sources[source.0];
-            s.idle = p.idle;
-            s.ended = p.ended;
         }
         self.recompute();
     }
@@ -182,5 +189,28 @@ mod tests {
         w.end(a);
         w.end(b);
         assert_eq!(w.current(), Some(600), "all ended: the last event time");
+    }
+
+    #[test]
+    fn progress_applies_at_once() {
+        let mut w = Watermark::new(10);
+        let a = w.add_source();
+        let b = w.add_source();
+        w.observe(a, 100);
+        w.observe(b, 100);
+        w.set_idle(a, true);
+        w.set_idle(b, true);
+        assert_eq!(w.current(), Some(90));
+        // Both active again, one far ahead: the one behind holds the watermark.
+        let at = |source: SourceId, t| SourceProgress {
+            source,
+            max_time: Some(t),
+            idle: false,
+            ended: false,
+        };
+        w.apply_progress([(a, at(a, 1_000)), (b, at(b, 100))]);
+        assert_eq!(w.current(), Some(90));
+        w.apply_progress([(b, at(b, 500))]);
+        assert_eq!(w.current(), Some(490));
     }
 }

@@ -176,7 +176,14 @@ fn slaguard_run(
         .args(exactly_once.then_some("--exactly-once"))
         // One line at exit: the run's summary.
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .env("SLAGUARD_LOG", "slaguard=debug")
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(format!("/tmp/sg-{group}.log"))
+                .unwrap(),
+        )
         .spawn()
         .expect("spawn slaguard run")
 }
@@ -249,6 +256,80 @@ fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool) -> usize {
     second.kill().expect("stop");
     second.wait().expect("reaped");
     duplicates
+}
+
+#[test]
+fn kill_9_after_an_idle_spell_then_restart_loses_no_incident() {
+    let brokers = real_broker();
+    let golden = golden_on_topics(&brokers, "idlespell", 4, Produce::Nothing);
+    let s = &golden.settings;
+    let stages = Stages::new(&brokers, &golden);
+    // A short idle timeout, so the spell is over in seconds (the default is a minute).
+    let config = golden.dir.path().join("sla.yaml");
+    let yaml = std::fs::read_to_string(&config).expect("sla.yaml");
+    let shortened = yaml.replacen("defaults: {", "defaults: {idle_timeout: 5s, ", 1);
+    assert_ne!(yaml, shortened, "the scenario's defaults line");
+    std::fs::write(&config, shortened).expect("write sla.yaml");
+    let state = golden.dir.path().join("state");
+    let group = s.output_prefix.trim_end_matches('.').to_string();
+    let store = slaguard::kafka::checkpoint::CheckpointStore::new(&state, &group);
+
+    // The first two hours as a backlog; the run reads them, then every input partition
+    // falls silent for longer than idle_timeout, and checkpoints record it.
+    stages.produce(i64::MIN, at(120));
+    let mut first = slaguard_run(&config, s, &group, &state, false);
+    let idle_at = wait_for_checkpoint(&store, &config, Duration::from_secs(180), |c, idle| {
+        idle == 8 && c.seq > 0
+    });
+    // Two checkpoints later the idleness is committed as well as saved.
+    wait_for_checkpoint(&store, &config, Duration::from_secs(60), |c, _| {
+        c.seq >= idle_at + 2
+    });
+    first.kill().expect("kill -9");
+    first.wait().expect("reaped");
+
+    // The last hour, also as a backlog: the restarted run must not let the first partition
+    // it reads run the watermark ahead of the others, which its checkpoint says are idle.
+    stages.produce(at(120), i64::MAX);
+    let mut second = slaguard_run(&config, s, &group, &state, false);
+    nothing_lost(&brokers, &golden, false);
+    second.kill().expect("stop");
+    second.wait().expect("reaped");
+}
+
+/// Polls the local checkpoint of a running shard until `done(checkpoint, idle input
+/// partitions)` holds, and returns the checkpoint's sequence number.
+fn wait_for_checkpoint(
+    store: &slaguard::kafka::checkpoint::CheckpointStore,
+    config: &std::path::Path,
+    deadline: Duration,
+    done: impl Fn(&slaguard::kafka::checkpoint::Checkpoint, usize) -> bool,
+) -> u64 {
+    let cfg = common::load_config(config);
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(c)) = store.load() {
+            let engine = slaguard::engine::Engine::restore(Arc::clone(&cfg), &c.engine)
+                .expect("the checkpoint restores");
+            let progress = engine.source_progress();
+            let idle = c
+                .partitions
+                .iter()
+                .filter(|(topic, _, source)| {
+                    !topic.ends_with("acks")
+                        && source.is_some_and(|s| progress.get(s).is_some_and(|p| p.idle))
+                })
+                .count();
+            if done(&c, idle) {
+                return c.seq;
+            }
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "the checkpoint never got there within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Stops a `slaguard run` child with SIGTERM (drain, checkpoint, commit) and returns the

@@ -460,6 +460,11 @@ impl Engine {
         self.state.watermark.current()
     }
 
+    /// How far each input source has got, and whether it is idle or ended.
+    pub fn source_progress(&self) -> Vec<crate::watermark::SourceProgress> {
+        self.state.watermark.progress()
+    }
+
     /// The event time up to which every output has been produced: the latest instant,
     /// ack or escalation deadline processed (they are processed in time order).
     pub fn emitted_through(&self) -> Option<Millis> {

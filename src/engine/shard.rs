@@ -177,11 +177,12 @@ impl Engine {
             // The shard checked its target; what remains to judge is the incident.
             let _ = self.handle_ack(ack);
         }
-        for p in batch.progress {
-            if let Some(&s) = sources.get(p.source.0) {
-                self.state.watermark.apply_progress(s, p);
-            }
-        }
+        self.state.watermark.apply_progress(
+            batch
+                .progress
+                .into_iter()
+                .filter_map(|p| sources.get(p.source.0).map(|&s| (s, p))),
+        );
         self.advance();
     }
 
