@@ -23,6 +23,23 @@ fn decode_bench(c: &mut Criterion) {
     g.bench_function("inference_json", |b| {
         b.iter(|| decode::inference(black_box(LINE)))
     });
+    // The same event as a bare Avro datum (schemas/inference.avsc: epoch-millisecond
+    // timestamp, empty maps where the JSON leaves a field out).
+    let codecs = slaguard::avro::Codecs::new().expect("schemas");
+    let mut json: serde_json::Value = serde_json::from_slice(LINE).expect("JSON");
+    json["timestamp"] = slaguard::time::parse_rfc3339("2026-11-01T12:00:00.123Z")
+        .expect("time")
+        .into();
+    json["features"] = serde_json::json!({});
+    let avro =
+        slaguard::avro::Codecs::encode(&codecs.inference, &json, slaguard::avro::Format::Avro)
+            .expect("encodes");
+    assert!(codecs
+        .inference(&avro, slaguard::avro::Format::Avro)
+        .is_ok());
+    g.bench_function("inference_avro", |b| {
+        b.iter(|| codecs.inference(black_box(&avro), slaguard::avro::Format::Avro))
+    });
     g.finish();
 }
 
@@ -69,8 +86,10 @@ fn summary_bench(c: &mut Criterion) {
 }
 
 fn window_bench(c: &mut Criterion) {
-    // A 1h window of 1m intervals holding `per_interval` latencies each: advancing by one
-    // instant costs the same whatever the volume.
+    // A 1h window of 1m intervals holding `per_interval` latencies each. Evaluating an
+    // instant (p99 of the running aggregate) costs the same whatever the volume; moving
+    // the window on by one instant merges the interval that enters and unmerges the one
+    // that leaves, a cost per event of those intervals, whatever the window's length.
     for per_interval in [20u64, 20_000] {
         let mut w: SlidingWindow<LatencySummary> = SlidingWindow::new(60);
         let mut x = 0.1f64;
@@ -81,6 +100,11 @@ fn window_bench(c: &mut Criterion) {
             }
         }
         w.advance_to(100);
+        let aggregate = w.clone().advance_to(101).clone();
+        c.bench_function(
+            &format!("window/p99_1h_{}_events", per_interval * 60),
+            |b| b.iter(|| black_box(aggregate.measure(Metric::LatencyP99))),
+        );
         c.bench_function(
             &format!("window/advance_and_p99_1h_{}_events", per_interval * 60),
             |b| {

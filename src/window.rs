@@ -83,6 +83,7 @@ impl<S: Summary> SlidingWindow<S> {
             // Exact arithmetic makes this a no-op; it also frees any empty buckets.
             self.aggregate = S::default();
         }
+        self.aggregate.index();
         &self.aggregate
     }
 

@@ -49,6 +49,9 @@ impl Summary for LabelSummary {
         self.expired += o.expired;
         self.delay_ms.merge(&o.delay_ms);
     }
+    fn index(&mut self) {
+        self.delay_ms.index();
+    }
     fn unmerge(&mut self, o: &Self) {
         self.joined -= o.joined;
         self.expired -= o.expired;

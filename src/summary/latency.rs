@@ -6,7 +6,12 @@
 //! requests does not allocate HdrHistogram's full counts array. Quantiles follow
 //! HdrHistogram exactly: the smallest bucket whose cumulative count reaches ⌈q·n⌉, reported
 //! as the highest value equivalent to that bucket.
+//!
+//! A window's running aggregate also keeps counts per block of 64 consecutive buckets
+//! (`index`), so that a quantile walks the blocks and then one block's buckets: at most a
+//! few hundred steps however many events, and distinct buckets, the window holds.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use hdrhistogram::Histogram;
@@ -30,18 +35,60 @@ fn layout() -> &'static Histogram<u64> {
     })
 }
 
+/// Buckets per block of the quantile index.
+const BLOCK_BUCKETS: u32 = 64;
+/// HdrHistogram's sub-bucket layout for 3 significant digits and a lowest value of 1:
+/// 2048 sub-buckets, the upper 1024 of which each power of two above 2048 adds.
+const SUB_BUCKET_HALF_MAGNITUDE: u32 = 10;
+const SUB_BUCKET_MASK: u64 = (1 << (SUB_BUCKET_HALF_MAGNITUDE + 1)) - 1;
+const LEADING_ZERO_BASE: u32 = 64 - SUB_BUCKET_HALF_MAGNITUDE - 1;
+
+/// The position of the bucket holding `value` in HdrHistogram's linear order of buckets
+/// (its counts-array index): neighbouring buckets have neighbouring positions.
+fn position(value: u64) -> u32 {
+    let bucket = LEADING_ZERO_BASE - (value | SUB_BUCKET_MASK).leading_zeros();
+    let sub = (value >> bucket) as u32;
+    ((bucket + 1) << SUB_BUCKET_HALF_MAGNITUDE) + sub - (1 << SUB_BUCKET_HALF_MAGNITUDE)
+}
+
+/// The lowest value of the bucket at `position` (the inverse of [`position`]).
+fn lowest_at(position: u32) -> u64 {
+    let half = 1u32 << SUB_BUCKET_HALF_MAGNITUDE;
+    let bucket = (position >> SUB_BUCKET_HALF_MAGNITUDE).max(1) - 1;
+    let sub = position + half - ((bucket + 1) << SUB_BUCKET_HALF_MAGNITUDE);
+    u64::from(sub) << bucket
+}
+
+fn block_of(bucket: u64) -> u32 {
+    position(bucket) / BLOCK_BUCKETS
+}
+
 /// Counts per HdrHistogram bucket, keyed by the bucket's lowest equivalent value.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LatencyHistogram {
     buckets: SparseCounts<u64, u64>,
     count: u64,
+    /// Counts per block of [`BLOCK_BUCKETS`] buckets, kept once [`LatencyHistogram::index`]
+    /// was called (a window's aggregate). Derived from `buckets`: not stored, rebuilt on
+    /// demand after a restore.
+    #[serde(skip)]
+    blocks: Option<BTreeMap<u32, u64>>,
+}
+
+impl PartialEq for LatencyHistogram {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count && self.buckets == other.buckets
+    }
 }
 
 impl LatencyHistogram {
     pub fn record(&mut self, value: u64) {
-        let v = value.min(MAX_VALUE);
-        self.buckets.add(layout().lowest_equivalent(v), 1);
+        let bucket = layout().lowest_equivalent(value.min(MAX_VALUE));
+        self.buckets.add(bucket, 1);
         self.count += 1;
+        if let Some(blocks) = &mut self.blocks {
+            *blocks.entry(block_of(bucket)).or_default() += 1;
+        }
     }
 
     pub fn count(&self) -> u64 {
@@ -51,11 +98,39 @@ impl LatencyHistogram {
     pub fn merge(&mut self, other: &Self) {
         self.buckets.merge(&other.buckets);
         self.count += other.count;
+        if let Some(blocks) = &mut self.blocks {
+            for (&bucket, &c) in other.buckets.iter() {
+                *blocks.entry(block_of(bucket)).or_default() += c;
+            }
+        }
     }
 
     pub fn unmerge(&mut self, other: &Self) {
         self.buckets.unmerge(&other.buckets);
         self.count -= other.count;
+        if let Some(blocks) = &mut self.blocks {
+            for (&bucket, &c) in other.buckets.iter() {
+                let b = block_of(bucket);
+                if let Some(n) = blocks.get_mut(&b) {
+                    *n -= c;
+                    if *n == 0 {
+                        blocks.remove(&b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps block counts from now on, so that quantiles cost the same however many
+    /// buckets are filled (for a window's running aggregate; intervals never need it).
+    pub fn index(&mut self) {
+        if self.blocks.is_none() {
+            let mut blocks = BTreeMap::new();
+            for (&bucket, &c) in self.buckets.iter() {
+                *blocks.entry(block_of(bucket)).or_default() += c;
+            }
+            self.blocks = Some(blocks);
+        }
     }
 
     /// The value at quantile `q` (0..1), or `None` when empty.
@@ -65,7 +140,21 @@ impl LatencyHistogram {
         }
         let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
         let mut cumulative = 0;
-        for (&bucket, &c) in self.buckets.iter() {
+        let mut from = 0;
+        let mut to = None;
+        if let Some(blocks) = &self.blocks {
+            // Skip whole blocks below the rank, then walk the buckets of the block it is in.
+            for (&b, &c) in blocks {
+                if cumulative + c >= rank {
+                    from = lowest_at(b * BLOCK_BUCKETS);
+                    to = Some(lowest_at((b + 1) * BLOCK_BUCKETS));
+                    break;
+                }
+                cumulative += c;
+            }
+        }
+        let to = to.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        for (&bucket, &c) in self.buckets.range((std::ops::Bound::Included(from), to)) {
             cumulative += c;
             if cumulative >= rank {
                 return Some(layout().highest_equivalent(bucket));
@@ -117,6 +206,9 @@ impl Summary for LatencySummary {
     fn merge(&mut self, o: &Self) {
         self.micros.merge(&o.micros);
         self.sum_ms.merge(o.sum_ms);
+    }
+    fn index(&mut self) {
+        self.micros.index();
     }
     fn unmerge(&mut self, o: &Self) {
         self.micros.unmerge(&o.micros);
@@ -180,5 +272,73 @@ mod tests {
             assert_eq!(ours.quantile(q), Some(hdr.value_at_quantile(q)), "q={q}");
         }
         assert_eq!(ours.max(), Some(hdr.max()));
+    }
+
+    #[test]
+    fn positions_are_hdrhistograms_counts_indices() {
+        let hdr = layout();
+        let mut last = None;
+        for v in (0..70_000u64)
+            .chain((1..40).map(|p| 1u64 << p))
+            .chain([MAX_VALUE])
+        {
+            let p = position(v);
+            let lowest = hdr.lowest_equivalent(v);
+            assert_eq!(position(lowest), p, "v={v}");
+            assert_eq!(lowest_at(p), lowest, "v={v}");
+            if let Some((lv, lp)) = last {
+                if v > lv {
+                    assert!(p >= lp, "monotone at v={v}");
+                }
+            }
+            last = Some((v, p));
+        }
+        assert_eq!(
+            position(hdr.highest_equivalent(4095) + 1),
+            position(4095) + 1
+        );
+        // HdrHistogram's own walk over every bucket visits them in counts-index order.
+        let mut full = hdr.clone();
+        full.record(MAX_VALUE).expect("in range");
+        let mut n = 0u32;
+        for (i, step) in full.iter_all().enumerate() {
+            assert_eq!(position(step.value_iterated_to()), i as u32);
+            n += 1;
+        }
+        assert!(n > 30_000, "{n} buckets walked");
+    }
+
+    #[test]
+    fn an_indexed_histogram_gives_the_same_quantiles() {
+        let mut plain = LatencyHistogram::default();
+        let mut indexed = LatencyHistogram::default();
+        indexed.index();
+        let mut parts = Vec::new();
+        let mut x: u64 = 99;
+        for i in 0..20 {
+            let mut part = LatencyHistogram::default();
+            for _ in 0..(1 + i * 300) {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                part.record((x >> 33) % 3_000_000);
+            }
+            plain.merge(&part);
+            indexed.merge(&part);
+            parts.push(part);
+        }
+        indexed.record(5);
+        plain.record(5);
+        for part in parts.iter().take(7) {
+            plain.unmerge(part);
+            indexed.unmerge(part);
+        }
+        let mut late = plain.clone();
+        late.index();
+        for q in [0.0, 0.001, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(indexed.quantile(q), plain.quantile(q), "q={q}");
+            assert_eq!(late.quantile(q), plain.quantile(q), "q={q}");
+        }
+        assert_eq!(indexed, plain);
     }
 }

@@ -34,6 +34,10 @@ pub trait Summary: Default + Clone {
     fn unmerge(&mut self, other: &Self);
     /// Whether no event has been recorded.
     fn is_empty(&self) -> bool;
+    /// Called on a window's running aggregate before it is queried: keeps whatever
+    /// makes its metrics cost the same however many events it holds (interval summaries,
+    /// written far more often than read, never call it).
+    fn index(&mut self) {}
 }
 
 /// A metric value and the number of samples it was computed from. `value` is `None` when

@@ -72,6 +72,14 @@ impl<K: Ord + Copy, V: Count> SparseCounts<K, V> {
         self.map.iter()
     }
 
+    /// The buckets whose keys are in `keys`, in order.
+    pub fn range(
+        &self,
+        keys: impl std::ops::RangeBounds<K>,
+    ) -> impl DoubleEndedIterator<Item = (&K, &V)> {
+        self.map.range(keys)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
