@@ -11,7 +11,6 @@
 //! (`index`), so that a quantile walks the blocks and then one block's buckets: at most a
 //! few hundred steps however many events, and distinct buckets, the window holds.
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use hdrhistogram::Histogram;
@@ -59,8 +58,16 @@ fn lowest_at(position: u32) -> u64 {
     u64::from(sub) << bucket
 }
 
-fn block_of(bucket: u64) -> u32 {
-    position(bucket) / BLOCK_BUCKETS
+fn block_of(bucket: u64) -> usize {
+    (position(bucket) / BLOCK_BUCKETS) as usize
+}
+
+fn add_to_block(blocks: &mut Vec<u64>, bucket: u64, count: u64) {
+    let b = block_of(bucket);
+    if blocks.len() <= b {
+        blocks.resize(b + 1, 0);
+    }
+    blocks[b] += count;
 }
 
 /// Counts per HdrHistogram bucket, keyed by the bucket's lowest equivalent value.
@@ -68,11 +75,12 @@ fn block_of(bucket: u64) -> u32 {
 pub struct LatencyHistogram {
     buckets: SparseCounts<u64, u64>,
     count: u64,
-    /// Counts per block of [`BLOCK_BUCKETS`] buckets, kept once [`LatencyHistogram::index`]
-    /// was called (a window's aggregate). Derived from `buckets`: not stored, rebuilt on
-    /// demand after a restore.
+    /// Counts per block of [`BLOCK_BUCKETS`] buckets, by block (a dense vector up to the
+    /// highest block filled: 8 bytes per 64 buckets), kept once
+    /// [`LatencyHistogram::index`] was called (a window's aggregate). Derived from
+    /// `buckets`: not stored, rebuilt on demand after a restore.
     #[serde(skip)]
-    blocks: Option<BTreeMap<u32, u64>>,
+    blocks: Option<Vec<u64>>,
 }
 
 impl PartialEq for LatencyHistogram {
@@ -87,7 +95,7 @@ impl LatencyHistogram {
         self.buckets.add(bucket, 1);
         self.count += 1;
         if let Some(blocks) = &mut self.blocks {
-            *blocks.entry(block_of(bucket)).or_default() += 1;
+            add_to_block(blocks, bucket, 1);
         }
     }
 
@@ -100,7 +108,7 @@ impl LatencyHistogram {
         self.count += other.count;
         if let Some(blocks) = &mut self.blocks {
             for (&bucket, &c) in other.buckets.iter() {
-                *blocks.entry(block_of(bucket)).or_default() += c;
+                add_to_block(blocks, bucket, c);
             }
         }
     }
@@ -110,12 +118,8 @@ impl LatencyHistogram {
         self.count -= other.count;
         if let Some(blocks) = &mut self.blocks {
             for (&bucket, &c) in other.buckets.iter() {
-                let b = block_of(bucket);
-                if let Some(n) = blocks.get_mut(&b) {
+                if let Some(n) = blocks.get_mut(block_of(bucket)) {
                     *n -= c;
-                    if *n == 0 {
-                        blocks.remove(&b);
-                    }
                 }
             }
         }
@@ -125,9 +129,9 @@ impl LatencyHistogram {
     /// buckets are filled (for a window's running aggregate; intervals never need it).
     pub fn index(&mut self) {
         if self.blocks.is_none() {
-            let mut blocks = BTreeMap::new();
+            let mut blocks = Vec::new();
             for (&bucket, &c) in self.buckets.iter() {
-                *blocks.entry(block_of(bucket)).or_default() += c;
+                add_to_block(&mut blocks, bucket, c);
             }
             self.blocks = Some(blocks);
         }
@@ -144,7 +148,7 @@ impl LatencyHistogram {
         let mut to = None;
         if let Some(blocks) = &self.blocks {
             // Skip whole blocks below the rank, then walk the buckets of the block it is in.
-            for (&b, &c) in blocks {
+            for (b, &c) in (0u32..).zip(blocks) {
                 if cumulative + c >= rank {
                     from = lowest_at(b * BLOCK_BUCKETS);
                     to = Some(lowest_at((b + 1) * BLOCK_BUCKETS));
