@@ -18,9 +18,11 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
+use crate::http::HttpServer;
 use crate::kafka::processor::{self, RunOptions, RunSummary};
 use crate::kafka::{KafkaSettings, KafkaShellError};
 use crate::scenario::{self, ScenarioSpec};
+use crate::telemetry::Telemetry;
 use crate::time::{format_rfc3339, Millis};
 
 /// What the demo saw.
@@ -226,11 +228,13 @@ impl<W: Write> View<W> {
     }
 }
 
-/// Runs the demo for `seconds` of wall-clock time, writing the live view to `out`.
+/// Runs the demo for `seconds` of wall-clock time, writing the live view to `out`, and
+/// serving the status page, `/metrics`, `/healthz` and `/readyz` on `http` if given.
 pub async fn demo(
     seconds: u64,
-    out: impl Write,
+    mut out: impl Write,
     tty: bool,
+    http: Option<HttpServer>,
 ) -> Result<DemoSummary, KafkaShellError> {
     let spec = ScenarioSpec {
         duration_ms: 3 * 3_600_000,
@@ -272,11 +276,22 @@ pub async fn demo(
         exactly_once: false,
         snapshot_interval: Duration::from_secs(60),
     };
-    let processor = tokio::spawn(processor::run(
+    let telemetry = Arc::new(Telemetry::new(&config));
+    let serving = http.map(|server| {
+        let _ = writeln!(
+            out,
+            "status page: http://{}/  (also /metrics, /healthz, /readyz)",
+            server.local_addr()
+        );
+        let _ = out.flush();
+        tokio::spawn(server.serve(Arc::clone(&telemetry), shutdown.child_token()))
+    });
+    let processor = tokio::spawn(processor::run_with_telemetry(
         Arc::clone(&config),
         settings.clone(),
         options,
         shutdown.clone(),
+        Arc::clone(&telemetry),
     ));
 
     let viewer: BaseConsumer = settings
@@ -379,6 +394,11 @@ pub async fn demo(
         }
     }
     view.draw(spec.start + spec.duration_ms, started.elapsed(), produced);
+    if let Some(serving) = serving {
+        if let Ok(Err(e)) = serving.await {
+            tracing::warn!(error = %e, "status server stopped");
+        }
+    }
     let _ = std::fs::remove_dir_all(&work);
     Ok(DemoSummary {
         produced,

@@ -24,6 +24,9 @@
 //! - [`replay`]: the file replay shell; [`kafka`]: the Kafka shell (`run`, topic replay).
 //! - [`report`]: the SLA report of a replayed period (attainment, error budget, incidents,
 //!   credits), as JSON and as Markdown for readers outside engineering.
+//! - [`status`]: the live SLA status (latest values, trends, open incidents) built from
+//!   the outputs; [`telemetry`]: what a running instance publishes about itself;
+//!   [`http`]: `/metrics`, `/healthz`, `/readyz` and the status page.
 //! - [`demo`]: the embedded demo on librdkafka's mock cluster.
 //! - [`scenario`]: a synthetic, scripted scenario generator for tests, demos and benchmarks.
 //! - [`check`]: the human summary printed by `slaguard check`.
@@ -40,6 +43,7 @@ pub mod drift;
 pub mod engine;
 pub mod escalation;
 pub mod event;
+pub mod http;
 pub mod incident_log;
 pub mod join;
 pub mod kafka;
@@ -51,7 +55,9 @@ pub mod replay;
 pub mod report;
 pub mod scenario;
 pub mod series;
+pub mod status;
 pub mod summary;
+pub mod telemetry;
 pub mod time;
 pub mod watermark;
 pub mod window;

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,12 +13,14 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use slaguard::config::{self, ConfigError};
+use slaguard::http::HttpServer;
 use slaguard::kafka::processor::{self, RunOptions};
 use slaguard::kafka::topic_replay::{replay_topics, ReplayTarget, TopicReplayOptions};
 use slaguard::kafka::{self, KafkaSettings};
 use slaguard::replay::{replay_files, ReplayCounts, ReplayInputs};
 use slaguard::report::{BreachLine, EscalationLine, Period, ReplayOutputs, Report, SnapshotLine};
 use slaguard::scenario::{self, ScenarioSpec};
+use slaguard::telemetry::Telemetry;
 use slaguard::time::{format_rfc3339, parse_duration, parse_instant};
 
 #[derive(Parser)]
@@ -85,6 +88,10 @@ enum Command {
         /// Wall-clock length of the demo.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Where to serve the live status page, /metrics, /healthz and /readyz
+        /// (127.0.0.1:0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        http: SocketAddr,
     },
     /// Run the SLA on the live topics as a Kafka consumer group: shards summarise their
     /// partitions, an evaluator merges every partition's summaries (group <group>.evaluator).
@@ -117,6 +124,10 @@ enum Command {
         /// re-reads at most this much of its input.
         #[arg(long, default_value = "1m")]
         snapshot_interval: String,
+        /// Where to serve /metrics (Prometheus), /healthz, /readyz and the live SLA status
+        /// page at / (0.0.0.0:9464 to reach it from other hosts; port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        http: SocketAddr,
     },
     /// Backtest an SLA: on exported JSONL files (each in event-time order) with --inferences,
     /// --labels and --out, or on the topics of a cluster with --brokers.
@@ -223,11 +234,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             profile(&inferences, &out, model.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { seconds } => {
+        Command::Demo { seconds, http } => {
             let runtime = tokio::runtime::Runtime::new()?;
             let tty = std::io::stdout().is_terminal();
-            let summary =
-                runtime.block_on(slaguard::demo::demo(seconds, std::io::stdout(), tty))?;
+            let summary = runtime.block_on(async {
+                let server = HttpServer::bind(http).await?;
+                anyhow::Ok(
+                    slaguard::demo::demo(seconds, std::io::stdout(), tty, Some(server)).await?,
+                )
+            })?;
             println!(
                 "\ndemo finished: {} events produced, {} messages processed, {} breaches opened, {} resolved, {} checkpoints",
                 summary.produced, summary.run.messages, summary.opened, summary.resolved, summary.run.checkpoints
@@ -243,6 +258,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             instance_id,
             exactly_once,
             snapshot_interval,
+            http,
         } => {
             let cfg = Arc::new(config::load(&config)?);
             let settings = kafka.settings()?;
@@ -260,9 +276,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let runtime = tokio::runtime::Runtime::new()?;
             let summary = runtime.block_on(async {
+                let server = HttpServer::bind(http).await?;
+                let telemetry = Arc::new(Telemetry::new(&cfg));
                 let shutdown = CancellationToken::new();
                 tokio::spawn(cancel_on_signal(shutdown.clone()));
-                processor::run(cfg, settings, options, shutdown).await
+                let served = shutdown.child_token();
+                tracing::info!(addr = %server.local_addr(), "serving the status page at /, /metrics, /healthz and /readyz");
+                let serving = tokio::spawn(server.serve(Arc::clone(&telemetry), served.clone()));
+                let result =
+                    processor::run_with_telemetry(cfg, settings, options, shutdown, telemetry).await;
+                served.cancel();
+                if let Ok(Err(e)) = serving.await {
+                    tracing::warn!(error = %e, "status server stopped");
+                }
+                anyhow::Ok(result?)
             })?;
             println!(
                 "run stopped: {} messages, {} snapshots, {} breach events, {} dead letters, {} checkpoints",

@@ -49,6 +49,7 @@ use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
 use crate::decode;
 use crate::engine::Engine;
 use crate::event::Event;
+use crate::telemetry::{Outcome, StageReport, Telemetry};
 use crate::time::Millis;
 use crate::watermark::SourceId;
 
@@ -186,6 +187,14 @@ struct State {
     summary: RunSummary,
     /// An error raised inside a rebalance callback, reported by the loop.
     failure: Option<KafkaShellError>,
+    /// Where the stage publishes its figures (`/metrics`, the status page).
+    telemetry: Arc<Telemetry>,
+    /// Messages read per topic, by [`Outcome`] (in `Outcome::ALL` order).
+    read: BTreeMap<String, [u64; 4]>,
+    /// Dead letters written, by reason code.
+    dead_reasons: BTreeMap<&'static str, u64>,
+    /// The current assignment has been taken (state restored, taken over or rebuilt).
+    ready: bool,
 }
 
 impl State {
@@ -193,6 +202,7 @@ impl State {
         let key = (m.topic().to_string(), m.partition());
         let offset = m.offset();
         if self.skip_below.get(&key).is_some_and(|s| offset < *s) {
+            self.count(&key.0, Outcome::Skipped);
             return Ok(());
         }
         match self.stage {
@@ -242,7 +252,14 @@ impl State {
         self.summary.replayed += u64::from(replayed);
         let result = self.decode_and_apply(key, offset, kind, source, payload, &origin, replayed);
         let seen = replayed || self.dead_below.get(key).is_some_and(|d| offset < *d);
+        let outcome = match (&result, replayed) {
+            (_, true) => Outcome::Reread,
+            (Ok(()), false) => Outcome::Applied,
+            (Err(_), false) => Outcome::DeadLetter,
+        };
+        self.count(&key.0, outcome);
         if let (Err(reason), false) = (result, seen) {
+            *self.dead_reasons.entry(reason.code()).or_default() += 1;
             self.sink.dead_letter(
                 &DeadLetter {
                     origin: origin(),
@@ -297,6 +314,51 @@ impl State {
             self.engine.observe_source(source, t);
         }
         result
+    }
+
+    fn count(&mut self, topic: &str, outcome: Outcome) {
+        let i = outcome as usize;
+        match self.read.get_mut(topic) {
+            Some(c) => c[i] += 1,
+            None => {
+                let mut c = [0; 4];
+                c[i] = 1;
+                self.read.insert(topic.to_string(), c);
+            }
+        }
+    }
+
+    /// Publishes the stage's figures.
+    fn publish(&self) {
+        let name = self.stage.name();
+        let stats = self.sink.counts.clone();
+        self.telemetry.stage(name, |r: &mut StageReport| {
+            r.assigned = self.sources.len();
+            r.ready = self.ready;
+            r.messages = self
+                .read
+                .iter()
+                .flat_map(|(t, c)| {
+                    Outcome::ALL
+                        .iter()
+                        .map(move |o| ((t.clone(), *o), c[*o as usize]))
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            r.dead_letters = self.dead_reasons.clone();
+            r.engine = self.engine.stats().clone();
+            r.join = self.engine.join_stats().clone();
+            r.pending_predictions = self.engine.pending_predictions() as u64;
+            r.pending_entries = self.engine.pending_entries() as u64;
+            r.watermark = self.engine.watermark();
+            r.outputs = [
+                ("metric", stats.metrics),
+                ("breach", stats.breaches),
+                ("escalation", stats.escalations),
+                ("dead_letter", stats.dead_letters),
+                ("partial_batch", stats.partials),
+            ];
+        });
     }
 
     fn mark(&mut self, key: &PartitionKey, interval: i64, offset: i64) {
@@ -362,6 +424,7 @@ impl State {
         let Stage::Evaluator(evaluator) = &mut self.stage else {
             return Ok(());
         };
+        let began = Instant::now();
         let message = match PartialMessage::decode(m.payload().unwrap_or(&[])) {
             Ok(message) => message,
             Err(e) => {
@@ -400,11 +463,15 @@ impl State {
         }
         self.engine.apply_batch(&sources, batch);
         self.summary.batches += 1;
-        self.drain_engine()
+        self.count(&key.0, Outcome::Applied);
+        let drained = self.drain_engine();
+        self.telemetry.evaluation(began.elapsed().as_secs_f64());
+        drained
     }
 
     fn drain_engine(&mut self) -> Result<(), KafkaShellError> {
         while let Some(o) = self.engine.poll_output() {
+            self.telemetry.output(&o);
             self.sink.send(&o, None)?;
         }
         Ok(())
@@ -965,6 +1032,8 @@ pub fn evaluator_horizon(config: &SlaConfig) -> Millis {
 struct GroupContext {
     state: Arc<Mutex<State>>,
     timeout: Duration,
+    telemetry: Arc<Telemetry>,
+    stage: &'static str,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -972,7 +1041,23 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the consumer lag of each
+    /// assigned partition.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lags = statistics
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .values()
+                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                    .map(|p| (t.topic.clone(), p.partition, p.consumer_lag))
+            })
+            .collect();
+        self.telemetry.lag(self.stage, lags);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     /// The rebalance protocol is eager: every assignment is whole. On revoke the state is
@@ -1025,6 +1110,8 @@ impl GroupContext {
             s.failure = Some(e);
         }
         s.sources.clear();
+        s.ready = false;
+        s.publish();
     }
 
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
@@ -1065,6 +1152,8 @@ impl GroupContext {
         s.start = start;
         match s.assign(assigned, &committed) {
             Ok(start) => {
+                s.ready = true;
+                s.publish();
                 // Read on from where the restored or handed-over state stopped.
                 for ((topic, partition), offset) in &start {
                     if let Err(e) =
@@ -1109,6 +1198,7 @@ struct StageSpec<'a> {
     horizon: Millis,
     /// The stage as it starts.
     stage: Stage,
+    telemetry: Arc<Telemetry>,
 }
 
 /// Broker-side transactions are aborted after this long without a commit: a crashed
@@ -1156,10 +1246,16 @@ fn make_stage(spec: &StageSpec<'_>) -> Result<StageRunner, KafkaShellError> {
         every: config.defaults.evaluate_every.max(1),
         summary: RunSummary::default(),
         failure: None,
+        telemetry: Arc::clone(&spec.telemetry),
+        read: BTreeMap::new(),
+        dead_reasons: BTreeMap::new(),
+        ready: false,
     }));
     let context = GroupContext {
         state: Arc::clone(&state),
         timeout: options.shutdown_timeout,
+        telemetry: Arc::clone(&spec.telemetry),
+        stage: spec.stage.name(),
     };
     let mut client = consumer_config(settings, &spec.group);
     if let Some(id) = &options.instance_id {
@@ -1200,6 +1296,11 @@ async fn supervise(
             Ok(()) => return Ok(total),
             Err(e) if recoverable(&e) && !stop.is_cancelled() => {
                 total.stage_restarts += 1;
+                let restarts = total.stage_restarts;
+                spec.telemetry.stage(spec.stage.name(), |r| {
+                    r.restarts = restarts;
+                    r.ready = false;
+                });
                 tracing::warn!(stage = spec.stage.name(), error = %e, retry_in = ?backoff, "stage failed: making it again from its last committed checkpoint");
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(total),
@@ -1207,7 +1308,11 @@ async fn supervise(
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                spec.telemetry
+                    .failed(format!("the {} stage stopped: {e}", spec.stage.name()));
+                return Err(e);
+            }
         }
     }
 }
@@ -1324,6 +1429,7 @@ async fn stage_loop(
                         last_checkpoint = Instant::now();
                     }
                 }
+                s.publish();
             }
             message = consumer.recv() => match message {
                 Ok(m) => lock(state).handle(&m)?,
@@ -1339,6 +1445,19 @@ pub async fn run(
     settings: KafkaSettings,
     options: RunOptions,
     shutdown: CancellationToken,
+) -> Result<RunSummary, KafkaShellError> {
+    let telemetry = Arc::new(Telemetry::new(&config));
+    run_with_telemetry(config, settings, options, shutdown, telemetry).await
+}
+
+/// [`run`], publishing the stages' figures and the SLA status into `telemetry` (what
+/// the HTTP server serves).
+pub async fn run_with_telemetry(
+    config: Arc<SlaConfig>,
+    settings: KafkaSettings,
+    options: RunOptions,
+    shutdown: CancellationToken,
+    telemetry: Arc<Telemetry>,
 ) -> Result<RunSummary, KafkaShellError> {
     let counts = preflight::check(&settings, true, Duration::from_secs(10))?;
     let horizon = rebuild_horizon(&config);
@@ -1385,6 +1504,7 @@ pub async fn run(
         transactional_id: Some(transactional_id(&options, "shard")),
         horizon,
         stage: Stage::Shard(ShardStage::new()),
+        telemetry: Arc::clone(&telemetry),
     };
     let evaluator = StageSpec {
         config: &config,
@@ -1401,6 +1521,7 @@ pub async fn run(
             known,
             reached: None,
         }),
+        telemetry: Arc::clone(&telemetry),
     };
     // At shutdown the shard drains first, then the evaluator reads what it committed; an
     // error in either stage stops the other.
@@ -1437,5 +1558,7 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> rdkafka::config
         ("isolation.level", "read_committed"),
         ("session.timeout.ms", "10000"),
         ("heartbeat.interval.ms", "1000"),
+        // Consumer lag per partition for `/metrics`.
+        ("statistics.interval.ms", "5000"),
     ])
 }
