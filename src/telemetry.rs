@@ -384,7 +384,8 @@ impl Telemetry {
         let lag = Family::<LagLabels, Gauge>::default();
         registry.register(
             "consumer_lag",
-            "Messages behind the end of each assigned partition (librdkafka statistics)",
+            "Messages between each assigned partition's read position and its last stable \
+             offset (librdkafka statistics, every 5 s)",
             lag.clone(),
         );
         for ((stage, topic, partition), n) in &inner.lag {

@@ -94,6 +94,15 @@ fn compose_runs_slaguard_on_a_valid_sla() {
             .map(|i| command[i + 1])
     };
     assert_eq!(arg("--brokers"), Some("kafka:19092"));
+    // The status server listens beyond the container's loopback, on the published port.
+    assert_eq!(arg("--http"), Some("0.0.0.0:9464"));
+    let ports: Vec<&str> = svc["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(ports, ["9464:9464"]);
     // The config folder (SLA file and the reference profile it names) is mounted read-only.
     let mounted = svc["volumes"]
         .as_sequence()

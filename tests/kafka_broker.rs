@@ -172,6 +172,9 @@ fn slaguard_run(
             // instead of sharing them with the killed member until its session expires.
             "--instance-id",
             group,
+            // Tests run side by side: any free port for the status server.
+            "--http",
+            "127.0.0.1:0",
         ])
         .args(exactly_once.then_some("--exactly-once"))
         // One line at exit: the run's summary.
@@ -613,6 +616,7 @@ fn sigterm_drains_commits_and_exits() {
         .args(["--output-prefix", &s.output_prefix])
         .args(["--commit-interval", "60s"])
         .args(["--state-dir", state.to_str().expect("utf-8")])
+        .args(["--http", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -179,7 +179,7 @@ models:
 #[test]
 fn the_demo_opens_and_resolves_breaches_and_exits_by_itself() {
     let out = Command::new(env!("CARGO_BIN_EXE_slaguard"))
-        .args(["demo", "--seconds", "25"])
+        .args(["demo", "--seconds", "25", "--http", "127.0.0.1:0"])
         .output()
         .expect("run demo");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -236,6 +236,7 @@ fn a_killed_instances_pairs_are_taken_over_from_their_snapshots() {
         .arg("--state-dir")
         .arg(golden.dir.path().join("a"))
         .args(["--instance-id", "a"])
+        .args(["--http", "127.0.0.1:0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -1042,8 +1042,11 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl ClientContext for GroupContext {
-    /// librdkafka's statistics (every `statistics.interval.ms`): the consumer lag of each
-    /// assigned partition.
+    /// librdkafka's statistics (every `statistics.interval.ms`): per assigned partition,
+    /// the messages between the read position and the end (the last stable offset, as
+    /// the consumers read `read_committed`). Not librdkafka's `consumer_lag`, which counts
+    /// from the consumer's own commits: a shard commits through its producer's
+    /// transactions, which the consumer never sees.
     fn stats(&self, statistics: rdkafka::Statistics) {
         let lags = statistics
             .topics
@@ -1051,8 +1054,14 @@ impl ClientContext for GroupContext {
             .flat_map(|t| {
                 t.partitions
                     .values()
-                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-                    .map(|p| (t.topic.clone(), p.partition, p.consumer_lag))
+                    .filter(|p| p.partition >= 0 && p.app_offset >= 0 && p.ls_offset >= 0)
+                    .map(|p| {
+                        (
+                            t.topic.clone(),
+                            p.partition,
+                            (p.ls_offset - p.app_offset).max(0),
+                        )
+                    })
             })
             .collect();
         self.telemetry.lag(self.stage, lags);
