@@ -286,8 +286,10 @@ pub async fn demo(
         let _ = out.flush();
         tokio::spawn(server.serve(Arc::clone(&telemetry), shutdown.child_token()))
     });
-    let processor = tokio::spawn(processor::run_with_telemetry(
-        Arc::clone(&config),
+    // The demo's SLA never changes: the sender stays here, unused.
+    let (_fixed, sla) = tokio::sync::watch::channel(Arc::clone(&config));
+    let processor = tokio::spawn(processor::run_live(
+        sla,
         settings.clone(),
         options,
         shutdown.clone(),

@@ -21,7 +21,8 @@
 //! - [`engine`]: the deterministic core tying these together: events in, outputs out; as a
 //!   shard (join and summaries of some partitions) or an evaluator of the shards'
 //!   [`partial`] batches, for global metrics across partitions and instances.
-//! - [`replay`]: the file replay shell; [`kafka`]: the Kafka shell (`run`, topic replay).
+//! - [`replay`]: the file replay shell, with [`progress`] on stderr; [`kafka`]: the Kafka
+//!   shell (`run`, topic replay, configuration reload).
 //! - [`report`]: the SLA report of a replayed period (attainment, error budget, incidents,
 //!   credits), as JSON and as Markdown for readers outside engineering.
 //! - [`status`]: the live SLA status (latest values, trends, open incidents) built from
@@ -51,6 +52,7 @@ pub mod metric;
 pub mod output;
 pub mod partial;
 pub mod profile;
+pub mod progress;
 pub mod replay;
 pub mod report;
 pub mod scenario;

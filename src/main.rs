@@ -15,13 +15,15 @@ use tokio_util::sync::CancellationToken;
 use slaguard::config::{self, ConfigError};
 use slaguard::http::HttpServer;
 use slaguard::kafka::processor::{self, RunOptions};
+use slaguard::kafka::reload::{reload_on_signal, ConfigReloader};
 use slaguard::kafka::topic_replay::{replay_topics, ReplayTarget, TopicReplayOptions};
 use slaguard::kafka::{self, KafkaSettings};
+use slaguard::progress::Progress;
 use slaguard::replay::{replay_files, ReplayCounts, ReplayInputs};
 use slaguard::report::{BreachLine, EscalationLine, Period, ReplayOutputs, Report, SnapshotLine};
 use slaguard::scenario::{self, ScenarioSpec};
 use slaguard::telemetry::Telemetry;
-use slaguard::time::{format_rfc3339, parse_duration, parse_instant};
+use slaguard::time::{parse_duration, parse_instant};
 
 #[derive(Parser)]
 #[command(
@@ -30,8 +32,18 @@ use slaguard::time::{format_rfc3339, parse_duration, parse_instant};
     about = "Service-level agreements for ML models, enforced on the event stream"
 )]
 struct Cli {
+    /// Log lines as text for people, or as JSON objects (one per line) for a log pipeline.
+    /// The level comes from SLAGUARD_LOG (default: info for run, warn otherwise).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Connection and topics, shared by the Kafka commands.
@@ -128,6 +140,11 @@ enum Command {
         /// page at / (0.0.0.0:9464 to reach it from other hosts; port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:9464")]
         http: SocketAddr,
+        /// Reload the SLA file whenever it changes (checked every 2 s), as on SIGHUP: a valid
+        /// file is in force from the next evaluation instant and recorded on
+        /// <prefix>changes; an invalid one is logged and the running SLA stays.
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Backtest an SLA: on exported JSONL files (each in event-time order) with --inferences,
     /// --labels and --out, or on the topics of a cluster with --brokers.
@@ -207,14 +224,22 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let level = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLAGUARD_LOG")
+        .unwrap_or_else(|_| level.into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLAGUARD_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    match run(Cli::parse()) {
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -259,6 +284,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             exactly_once,
             snapshot_interval,
             http,
+            watch_config,
         } => {
             let cfg = Arc::new(config::load(&config)?);
             let settings = kafka.settings()?;
@@ -278,13 +304,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = runtime.block_on(async {
                 let server = HttpServer::bind(http).await?;
                 let telemetry = Arc::new(Telemetry::new(&cfg));
+                let instance = options.instance_id.clone().unwrap_or_else(|| {
+                    format!("{}-{}", options.group, std::process::id())
+                });
+                let (reloader, sla) = ConfigReloader::new(
+                    config.clone(),
+                    cfg,
+                    &settings,
+                    &instance,
+                    Arc::clone(&telemetry),
+                )?;
+                reloader.ensure_topic(&settings).await?;
                 let shutdown = CancellationToken::new();
                 tokio::spawn(cancel_on_signal(shutdown.clone()));
                 let served = shutdown.child_token();
+                tokio::spawn(reload_on_signal(reloader, watch_config, served.clone()));
                 tracing::info!(addr = %server.local_addr(), "serving the status page at /, /metrics, /healthz and /readyz");
                 let serving = tokio::spawn(server.serve(Arc::clone(&telemetry), served.clone()));
-                let result =
-                    processor::run_with_telemetry(cfg, settings, options, shutdown, telemetry).await;
+                let result = processor::run_live(sla, settings, options, shutdown, telemetry).await;
                 served.cancel();
                 if let Ok(Err(e)) = serving.await {
                     tracing::warn!(error = %e, "status server stopped");
@@ -422,28 +459,32 @@ fn replay(
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    let mut last = Instant::now();
-    let show = |c: &ReplayCounts, end: &str| {
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
-        eprint!(
-            "{}replayed {} lines ({:.0}/s), event time {}, {} snapshots, {} breach events, {} dead letters{end}",
-            if tty { "\r" } else { "" },
-            c.lines,
-            c.lines as f64 / secs,
-            c.event_time.map_or("-".to_string(), format_rfc3339),
-            c.metrics,
-            c.breaches,
-            c.dead_letters,
-        );
+    let total: u64 = [
+        Some(&inputs.inferences),
+        Some(&inputs.labels),
+        inputs.acks.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|p| std::fs::metadata(p).ok())
+    .map(|m| m.len())
+    .sum();
+    let mut progress = Progress::new(total, "lines", std::io::stderr().is_terminal());
+    let tail = |c: &ReplayCounts| {
+        format!(
+            "{} snapshots, {} breach events, {} dead letters",
+            c.metrics, c.breaches, c.dead_letters
+        )
     };
     let (engine, counts) = replay_files(cfg, inputs, out, 10_000, |c| {
-        if last.elapsed().as_secs_f64() >= 1.0 {
-            show(c, if tty { "" } else { "\n" });
-            last = Instant::now();
-        }
+        progress.update(c.bytes, c.lines, c.event_time, &tail(c));
     })?;
-    show(&counts, "\n");
+    progress.finish(
+        counts.bytes,
+        counts.lines,
+        counts.event_time,
+        &tail(&counts),
+    );
     let secs = started.elapsed().as_secs_f64();
     let s = engine.stats();
     let j = engine.join_stats();
@@ -646,26 +687,28 @@ fn replay_from_topics(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
+    let mut progress: Option<Progress> = None;
+    let tail = |c: &slaguard::kafka::topic_replay::TopicReplayCounts| {
+        format!(
+            "{} snapshots, {} breach events",
+            c.outputs.metrics, c.outputs.breaches
+        )
+    };
     let (engine, counts) = replay_topics(cfg, settings, options, |c| {
-        let pct = if c.total > 0 {
-            100.0 * c.messages as f64 / c.total as f64
-        } else {
-            100.0
-        };
-        eprint!(
-            "{}replayed {}/{} messages ({pct:.0}%, {:.0}/s), {} snapshots, {} breach events{}",
-            if tty { "\r" } else { "" },
-            c.messages,
-            c.total,
-            c.messages as f64 / started.elapsed().as_secs_f64().max(1e-9),
-            c.outputs.metrics,
-            c.outputs.breaches,
-            if tty { "" } else { "\n" },
-        );
+        progress
+            .get_or_insert_with(|| Progress::new(c.total, "messages", tty))
+            .update(c.messages, c.messages, c.outputs.event_time, &tail(c));
     })?;
+    if let Some(p) = &mut progress {
+        p.finish(
+            counts.messages,
+            counts.messages,
+            counts.outputs.event_time,
+            &tail(&counts),
+        );
+    }
     let secs = started.elapsed().as_secs_f64();
     let s = engine.stats();
-    eprintln!();
     println!(
         "replay finished in {secs:.2}s: {:.0} messages/s",
         counts.messages as f64 / secs.max(1e-9)

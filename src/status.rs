@@ -180,6 +180,23 @@ impl StatusBoard {
         }
     }
 
+    /// A reloaded SLA: its version, and the promises (op, target, `warn_at`),
+    /// descriptions, owners and runbooks it states; the values and trends stay. (A reload
+    /// never changes which models and objectives there are.)
+    pub fn reconfigure(&mut self, config: &SlaConfig) {
+        self.sla_version = config.sla_version.clone();
+        for (m, mc) in self.models.iter_mut().zip(&config.models) {
+            m.owner = mc.owner.clone();
+            m.runbook = mc.runbook.clone();
+            for (o, oc) in m.objectives.iter_mut().zip(&mc.objectives) {
+                o.op = oc.op.symbol();
+                o.target = oc.target;
+                o.warn_at = oc.warn_at;
+                o.description = oc.description.clone();
+            }
+        }
+    }
+
     /// Takes one output of the engine into account.
     pub fn observe(&mut self, output: &Output) {
         match output {

@@ -80,6 +80,8 @@ pub struct StageReport {
     pub outputs: [(&'static str, u64); 5],
     /// Times the stage was made again after the cluster failed it.
     pub restarts: u64,
+    /// The version of the SLA the stage runs.
+    pub sla_version: String,
 }
 
 #[derive(Debug)]
@@ -134,6 +136,7 @@ struct SeverityLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
+    stage: String,
     sla_version: String,
 }
 
@@ -167,6 +170,16 @@ impl Telemetry {
     /// Replaces `stage`'s report with what `update` makes of it.
     pub fn stage(&self, stage: &'static str, update: impl FnOnce(&mut StageReport)) {
         update(self.lock().stages.entry(stage).or_default());
+    }
+
+    /// What `stage` last published.
+    pub fn stage_report(&self, stage: &str) -> Option<StageReport> {
+        self.lock().stages.get(stage).cloned()
+    }
+
+    /// A reloaded SLA is in force.
+    pub fn reconfigure(&self, config: &SlaConfig) {
+        self.lock().board.reconfigure(config);
     }
 
     /// An output the evaluator emitted.
@@ -233,11 +246,11 @@ impl Telemetry {
         let mut registry = Registry::with_prefix("slaguard");
 
         let info = Family::<VersionLabel, Gauge>::default();
-        registry.register("sla_info", "The SLA file in force (value 1)", info.clone());
-        info.get_or_create(&VersionLabel {
-            sla_version: inner.board.view().sla_version.to_string(),
-        })
-        .set(1);
+        registry.register(
+            "sla_info",
+            "The version of the SLA each stage runs (value 1)",
+            info.clone(),
+        );
 
         let messages = Family::<MessageLabels, Counter>::default();
         registry.register(
@@ -376,6 +389,11 @@ impl Telemetry {
                     .set((now - w) as f64 / 1000.0);
             }
             ready.get_or_create(&stage_label).set(i64::from(r.ready));
+            info.get_or_create(&VersionLabel {
+                stage: stage.to_string(),
+                sla_version: r.sla_version.clone(),
+            })
+            .set(1);
             assigned.get_or_create(&stage_label).set(r.assigned as i64);
             restarts.get_or_create(&stage_label).inc_by(r.restarts);
             instants.inc_by(r.engine.instants);

@@ -4,6 +4,7 @@
 //! at once with its YAML path, and nothing downstream re-checks strings.
 
 mod raw;
+pub mod reload;
 mod validate;
 
 use std::collections::BTreeMap;

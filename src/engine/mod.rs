@@ -426,6 +426,21 @@ impl Engine {
         &self.config
     }
 
+    /// Takes a reloaded SLA from the next evaluation instant on (its version stamped on
+    /// what that instant emits), if it changes only what may change live
+    /// ([`crate::config::reload`]); otherwise keeps the running one and says why.
+    pub fn reconfigure(
+        &mut self,
+        config: Arc<SlaConfig>,
+    ) -> Result<crate::config::reload::Reload, crate::config::reload::Reload> {
+        let reload = crate::config::reload::compare(&self.config, &config);
+        if !reload.applicable() {
+            return Err(reload);
+        }
+        self.config = config;
+        Ok(reload)
+    }
+
     /// Registers an input source (a file or a partition) that holds the watermark.
     /// A new input source (a partition, a file). Pending join state is bounded by
     /// `max_pending` per source.

@@ -8,6 +8,7 @@ pub mod handover;
 pub mod partials;
 pub mod preflight;
 pub mod processor;
+pub mod reload;
 pub mod sink;
 pub mod topic_replay;
 

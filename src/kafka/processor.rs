@@ -36,6 +36,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Str
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{fingerprint, Checkpoint, CheckpointStore, CommitMark};
@@ -328,6 +329,21 @@ impl State {
         }
     }
 
+    /// Takes a reloaded SLA (checked by the reloader) from the next instant on.
+    fn reconfigure(&mut self, config: Arc<SlaConfig>) {
+        match self.engine.reconfigure(Arc::clone(&config)) {
+            Ok(_) => {
+                tracing::info!(stage = self.stage.name(), sla_version = %config.sla_version, "SLA reloaded");
+                self.sink.set_sla_version(&config.sla_version);
+                self.fingerprint = fingerprint(&config);
+                self.config = config;
+            }
+            Err(r) => {
+                tracing::warn!(stage = self.stage.name(), needs_restart = ?r.needs_restart, "reloaded SLA not taken");
+            }
+        }
+    }
+
     /// Publishes the stage's figures.
     fn publish(&self) {
         let name = self.stage.name();
@@ -358,6 +374,7 @@ impl State {
                 ("dead_letter", stats.dead_letters),
                 ("partial_batch", stats.partials),
             ];
+            r.sla_version.clone_from(&self.config.sla_version);
         });
     }
 
@@ -1092,7 +1109,7 @@ impl ConsumerContext for GroupContext {
                 }
             }
             other => {
-                tracing::error!(error = ?other, "rebalance failed; dropping the assignment");
+                tracing::warn!(error = ?other, "rebalance failed; dropping the assignment");
                 let _ = consumer.unassign();
             }
         }
@@ -1115,7 +1132,8 @@ impl GroupContext {
             Stage::Evaluator(_) => s.checkpoint(consumer, self.timeout),
         };
         if let Err(e) = drained {
-            tracing::error!(error = %e, "drain on revoke failed: offsets not committed");
+            // Nothing is lost: the next owner reads on from the last commit.
+            tracing::warn!(error = %e, "drain on revoke failed: offsets not committed");
             s.failure = Some(e);
         }
         s.sources.clear();
@@ -1197,7 +1215,6 @@ fn transactional_id(options: &RunOptions, stage: &str) -> String {
 
 /// What a stage is made of; it is made again after a failure.
 struct StageSpec<'a> {
-    config: &'a Arc<SlaConfig>,
     settings: &'a KafkaSettings,
     options: &'a RunOptions,
     group: String,
@@ -1208,6 +1225,8 @@ struct StageSpec<'a> {
     /// The stage as it starts.
     stage: Stage,
     telemetry: Arc<Telemetry>,
+    /// The SLA in force: a reload sends the new one (see `kafka::reload`).
+    sla: watch::Receiver<Arc<SlaConfig>>,
 }
 
 /// Broker-side transactions are aborted after this long without a commit: a crashed
@@ -1219,7 +1238,10 @@ fn transaction_timeout(options: &RunOptions) -> Duration {
 }
 
 fn make_stage(spec: &StageSpec<'_>) -> Result<StageRunner, KafkaShellError> {
-    let (config, settings, options) = (spec.config, spec.settings, spec.options);
+    // A stage made again after a failure starts with the SLA in force now.
+    let current = Arc::clone(&spec.sla.borrow());
+    let config = &current;
+    let (settings, options) = (spec.settings, spec.options);
     let sink = match &spec.transactional_id {
         Some(id) => Sink::transactional(
             settings,
@@ -1295,7 +1317,8 @@ async fn supervise(
     loop {
         let result = match make_stage(&spec) {
             Ok(runner) => {
-                let (summary, result) = run_stage(runner, spec.options, stop.clone()).await;
+                let (summary, result) =
+                    run_stage(runner, spec.options, stop.clone(), spec.sla.clone()).await;
                 total.add(&summary);
                 result
             }
@@ -1352,9 +1375,10 @@ async fn run_stage(
     runner: StageRunner,
     options: &RunOptions,
     stop: CancellationToken,
+    sla: watch::Receiver<Arc<SlaConfig>>,
 ) -> (RunSummary, Result<(), KafkaShellError>) {
     let StageRunner { state, consumer } = runner;
-    let mut result = stage_loop(&state, &consumer, options, &stop).await;
+    let mut result = stage_loop(&state, &consumer, options, &stop, sla).await;
     if result.is_ok() && matches!(lock(&state).stage, Stage::Evaluator(_)) {
         result = catch_up(&state, &consumer, options.shutdown_timeout / 2).await;
     }
@@ -1419,6 +1443,7 @@ async fn stage_loop(
     consumer: &StreamConsumer<GroupContext>,
     options: &RunOptions,
     stop: &CancellationToken,
+    mut sla: watch::Receiver<Arc<SlaConfig>>,
 ) -> Result<(), KafkaShellError> {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_checkpoint = Instant::now();
@@ -1430,6 +1455,11 @@ async fn stage_loop(
                 let mut s = lock(state);
                 if let Some(e) = s.failure.take() {
                     return Err(e);
+                }
+                // A closed channel (no reloads) is no change.
+                if sla.has_changed().unwrap_or(false) {
+                    let new = Arc::clone(&sla.borrow_and_update());
+                    s.reconfigure(new);
                 }
                 if !s.sources.is_empty() {
                     s.check_idle()?;
@@ -1456,18 +1486,21 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<RunSummary, KafkaShellError> {
     let telemetry = Arc::new(Telemetry::new(&config));
-    run_with_telemetry(config, settings, options, shutdown, telemetry).await
+    let (_fixed, sla) = watch::channel(config);
+    run_live(sla, settings, options, shutdown, telemetry).await
 }
 
-/// [`run`], publishing the stages' figures and the SLA status into `telemetry` (what
-/// the HTTP server serves).
-pub async fn run_with_telemetry(
-    config: Arc<SlaConfig>,
+/// [`run`] with the SLA in force from `sla` (a reload sends a new one, taken by both
+/// stages at their next tick), publishing the stages' figures and the SLA status into
+/// `telemetry` (what the HTTP server serves).
+pub async fn run_live(
+    sla: watch::Receiver<Arc<SlaConfig>>,
     settings: KafkaSettings,
     options: RunOptions,
     shutdown: CancellationToken,
     telemetry: Arc<Telemetry>,
 ) -> Result<RunSummary, KafkaShellError> {
+    let config = Arc::clone(&sla.borrow());
     let counts = preflight::check(&settings, true, Duration::from_secs(10))?;
     let horizon = rebuild_horizon(&config);
     let eval_horizon = evaluator_horizon(&config);
@@ -1501,7 +1534,6 @@ pub async fn run_with_telemetry(
     // Batches become visible to the evaluator when the shard's transaction commits: at
     // each checkpoint.
     let shard = StageSpec {
-        config: &config,
         settings: &settings,
         options: &options,
         group: options.group.clone(),
@@ -1514,9 +1546,9 @@ pub async fn run_with_telemetry(
         horizon,
         stage: Stage::Shard(ShardStage::new()),
         telemetry: Arc::clone(&telemetry),
+        sla: sla.clone(),
     };
     let evaluator = StageSpec {
-        config: &config,
         settings: &settings,
         options: &options,
         group: format!("{}.evaluator", options.group),
@@ -1531,6 +1563,7 @@ pub async fn run_with_telemetry(
             reached: None,
         }),
         telemetry: Arc::clone(&telemetry),
+        sla: sla.clone(),
     };
     // At shutdown the shard drains first, then the evaluator reads what it committed; an
     // error in either stage stops the other.

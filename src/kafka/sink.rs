@@ -69,6 +69,11 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// Stamps `sla_version` on what is written from now on (after a configuration reload).
+    pub fn set_sla_version(&mut self, sla_version: &str) {
+        self.sla_version = sla_version.to_string();
+    }
+
     pub fn new(settings: &KafkaSettings, sla_version: &str) -> Result<Sink, KafkaShellError> {
         Sink::create(settings, sla_version, None)
     }
