@@ -10,9 +10,9 @@
 //! severities and the partitions of the input topics.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -99,45 +99,6 @@ struct Inner {
 pub struct Telemetry {
     inner: Mutex<Inner>,
     evaluation: Histogram,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StageLabel {
-    stage: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MessageLabels {
-    topic: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LagLabels {
-    stage: String,
-    topic: String,
-    partition: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SeverityLabel {
-    severity: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabel {
-    stage: String,
-    sla_version: String,
 }
 
 /// Readiness as `/readyz` reports it.
@@ -239,209 +200,269 @@ impl Telemetry {
         serde_json::to_string(&inner.board.view())
     }
 
-    /// Every figure in the Prometheus text exposition format; `now` (wall clock, epoch
-    /// ms) gives the event-time lag.
-    pub fn prometheus(&self, now: Millis) -> Result<String, std::fmt::Error> {
+    /// Every figure but the evaluation time histogram, as samples; `now` (wall clock,
+    /// epoch ms) gives the event-time lag. `/metrics` and the OTLP export both read this.
+    pub fn samples(&self, now: Millis) -> Vec<Sample> {
         let inner = self.lock();
-        let mut registry = Registry::with_prefix("slaguard");
-
-        let info = Family::<VersionLabel, Gauge>::default();
-        registry.register(
-            "sla_info",
-            "The version of the SLA each stage runs (value 1)",
-            info.clone(),
-        );
-
-        let messages = Family::<MessageLabels, Counter>::default();
-        registry.register(
-            "messages",
-            "Input messages read, by topic and outcome",
-            messages.clone(),
-        );
-        let dead = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "dead_letters",
-            "Messages written to the dead-letter topic, by reason",
-            dead.clone(),
-        );
-        let late = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "late_events",
-            "Inferences and labels behind the watermark on arrival",
-            late.clone(),
-        );
-        let join = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "join_outcomes",
-            "Predictions joined to their label, expired unlabeled, labels that never met \
-             their prediction, duplicates",
-            join.clone(),
-        );
-        let evicted = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "evicted",
-            "Pending join entries evicted because max_pending was reached",
-            evicted.clone(),
-        );
-        let pending = Family::<KindLabel, Gauge>::default();
-        registry.register(
-            "pending",
-            "Join state held: predictions waiting for labels, and all entries",
-            pending.clone(),
-        );
-        let outputs = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "outputs",
-            "Output messages written, by kind",
-            outputs.clone(),
-        );
-        let watermark = Family::<StageLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register(
-            "watermark_seconds",
-            "Event-time watermark of each stage (Unix time)",
-            watermark.clone(),
-        );
-        let lag_time = Family::<StageLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register(
-            "event_time_lag_seconds",
-            "Wall-clock time minus each stage's watermark",
-            lag_time.clone(),
-        );
-        let ready = Family::<StageLabel, Gauge>::default();
-        registry.register(
-            "stage_ready",
-            "1 once the stage has taken its assignment",
-            ready.clone(),
-        );
-        let assigned = Family::<StageLabel, Gauge>::default();
-        registry.register(
-            "assigned_partitions",
-            "Partitions assigned to each stage",
-            assigned.clone(),
-        );
-        let restarts = Family::<StageLabel, Counter>::default();
-        registry.register(
-            "stage_restarts",
-            "Times a stage was made again after the cluster failed it",
-            restarts.clone(),
-        );
-        let instants = Counter::<u64>::default();
-        registry.register(
-            "instants",
-            "Evaluation instants evaluated",
-            instants.clone(),
-        );
-
-        for (stage, r) in &inner.stages {
-            let stage_label = StageLabel {
-                stage: stage.to_string(),
+        let mut out = Vec::new();
+        let mut push =
+            |metric: &'static Metric, labels: Vec<(&'static str, String)>, value: f64| {
+                out.push(Sample {
+                    metric,
+                    labels,
+                    value,
+                })
             };
+        for (stage, r) in &inner.stages {
+            let st = || ("stage", stage.to_string());
+            push(
+                &SLA_INFO,
+                vec![st(), ("sla_version", r.sla_version.clone())],
+                1.0,
+            );
             for ((topic, outcome), n) in &r.messages {
-                messages
-                    .get_or_create(&MessageLabels {
-                        topic: topic.clone(),
-                        outcome: outcome.name().to_string(),
-                    })
-                    .inc_by(*n);
+                push(
+                    &MESSAGES,
+                    vec![("topic", topic.clone()), ("outcome", outcome.name().into())],
+                    *n as f64,
+                );
             }
             for (reason, n) in &r.dead_letters {
-                dead.get_or_create(&ReasonLabel {
-                    reason: reason.to_string(),
-                })
-                .inc_by(*n);
+                push(
+                    &DEAD_LETTERS,
+                    vec![("reason", reason.to_string())],
+                    *n as f64,
+                );
             }
-            let kind = |k: &str| KindLabel {
-                kind: k.to_string(),
-            };
-            late.get_or_create(&kind("inference"))
-                .inc_by(r.engine.late_inferences);
-            late.get_or_create(&kind("label"))
-                .inc_by(r.engine.late_labels);
-            for (k, n) in [
-                ("joined", r.join.matched),
-                ("unlabeled", r.join.unlabeled),
-                ("unmatched_label", r.join.unmatched_labels),
-                ("duplicate_prediction", r.join.duplicate_predictions),
-                ("duplicate_label", r.join.duplicate_labels),
-            ] {
-                join.get_or_create(&kind(k)).inc_by(n);
+            let kind = |k: &str| vec![("kind", k.to_string())];
+            if *stage == "shard" {
+                push(&LATE, kind("inference"), r.engine.late_inferences as f64);
+                push(&LATE, kind("label"), r.engine.late_labels as f64);
+                for (k, n) in [
+                    ("joined", r.join.matched),
+                    ("unlabeled", r.join.unlabeled),
+                    ("unmatched_label", r.join.unmatched_labels),
+                    ("duplicate_prediction", r.join.duplicate_predictions),
+                    ("duplicate_label", r.join.duplicate_labels),
+                ] {
+                    push(&JOIN, kind(k), n as f64);
+                }
+                for (k, n) in [
+                    ("prediction", r.join.evicted_predictions),
+                    ("label", r.join.evicted_labels),
+                    ("duplicate_guard", r.join.evicted_guards),
+                ] {
+                    push(&EVICTED, kind(k), n as f64);
+                }
+                push(&PENDING, kind("predictions"), r.pending_predictions as f64);
+                push(&PENDING, kind("entries"), r.pending_entries as f64);
+            } else {
+                push(&INSTANTS, Vec::new(), r.engine.instants as f64);
             }
-            for (k, n) in [
-                ("prediction", r.join.evicted_predictions),
-                ("label", r.join.evicted_labels),
-                ("duplicate_guard", r.join.evicted_guards),
-            ] {
-                evicted.get_or_create(&kind(k)).inc_by(n);
-            }
-            pending
-                .get_or_create(&kind("predictions"))
-                .inc_by(r.pending_predictions as i64);
-            pending
-                .get_or_create(&kind("entries"))
-                .inc_by(r.pending_entries as i64);
             for (k, n) in r.outputs {
-                outputs.get_or_create(&kind(k)).inc_by(n);
+                push(&OUTPUTS, vec![st(), ("kind", k.to_string())], n as f64);
             }
             if let Some(w) = r.watermark {
-                watermark.get_or_create(&stage_label).set(w as f64 / 1000.0);
-                lag_time
-                    .get_or_create(&stage_label)
-                    .set((now - w) as f64 / 1000.0);
+                push(&WATERMARK, vec![st()], w as f64 / 1000.0);
+                push(&EVENT_TIME_LAG, vec![st()], (now - w) as f64 / 1000.0);
             }
-            ready.get_or_create(&stage_label).set(i64::from(r.ready));
-            info.get_or_create(&VersionLabel {
-                stage: stage.to_string(),
-                sla_version: r.sla_version.clone(),
-            })
-            .set(1);
-            assigned.get_or_create(&stage_label).set(r.assigned as i64);
-            restarts.get_or_create(&stage_label).inc_by(r.restarts);
-            instants.inc_by(r.engine.instants);
+            push(&READY, vec![st()], if r.ready { 1.0 } else { 0.0 });
+            push(&ASSIGNED, vec![st()], r.assigned as f64);
+            push(&RESTARTS, vec![st()], r.restarts as f64);
         }
-
-        let lag = Family::<LagLabels, Gauge>::default();
-        registry.register(
-            "consumer_lag",
-            "Messages between each assigned partition's read position and its last stable \
-             offset (librdkafka statistics, every 5 s)",
-            lag.clone(),
-        );
         for ((stage, topic, partition), n) in &inner.lag {
-            lag.get_or_create(&LagLabels {
-                stage: stage.to_string(),
-                topic: topic.clone(),
-                partition: partition.to_string(),
-            })
-            .set(*n);
+            push(
+                &CONSUMER_LAG,
+                vec![
+                    ("stage", stage.to_string()),
+                    ("topic", topic.clone()),
+                    ("partition", partition.to_string()),
+                ],
+                *n as f64,
+            );
         }
-
-        let open = Family::<SeverityLabel, Gauge>::default();
-        registry.register(
-            "incidents_open",
-            "Incidents open now, by severity (on the instance that holds the evaluator)",
-            open.clone(),
-        );
-        for severity in [Severity::Warning, Severity::Critical] {
-            let n = inner
-                .board
-                .open_incidents()
-                .filter(|i| i.severity == severity)
-                .count();
-            open.get_or_create(&SeverityLabel {
-                severity: severity.name().to_string(),
-            })
-            .set(n as i64);
+        if inner.stages.contains_key("evaluator") {
+            for severity in [Severity::Warning, Severity::Critical] {
+                let n = inner
+                    .board
+                    .open_incidents()
+                    .filter(|i| i.severity == severity)
+                    .count();
+                push(
+                    &INCIDENTS_OPEN,
+                    vec![("severity", severity.name().to_string())],
+                    n as f64,
+                );
+            }
         }
+        out
+    }
 
-        registry.register(
-            "evaluation_seconds",
-            "Processing time of one evaluation: a partial batch merged and the instants it \
-             made due evaluated",
-            self.evaluation.clone(),
-        );
-
+    /// Every figure in the Prometheus (OpenMetrics) text exposition format.
+    pub fn prometheus(&self, now: Millis) -> Result<String, std::fmt::Error> {
+        type Labels = Vec<(&'static str, String)>;
+        let mut registry = Registry::with_prefix("slaguard");
+        let mut counters: BTreeMap<&str, Family<Labels, Counter<f64, AtomicU64>>> = BTreeMap::new();
+        let mut gauges: BTreeMap<&str, Family<Labels, Gauge<f64, AtomicU64>>> = BTreeMap::new();
+        for m in METRICS {
+            match m.kind {
+                Kind::Counter => {
+                    let f = Family::default();
+                    registry.register(m.name, m.help, f.clone());
+                    counters.insert(m.name, f);
+                }
+                Kind::Gauge => {
+                    let f = Family::default();
+                    registry.register(m.name, m.help, f.clone());
+                    gauges.insert(m.name, f);
+                }
+                Kind::Histogram => {}
+            }
+        }
+        for s in self.samples(now) {
+            if let Some(f) = counters.get(s.metric.name) {
+                f.get_or_create(&s.labels).inc_by(s.value);
+            } else if let Some(f) = gauges.get(s.metric.name) {
+                f.get_or_create(&s.labels).set(s.value);
+            }
+        }
+        registry.register(EVALUATION.name, EVALUATION.help, self.evaluation.clone());
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)?;
         Ok(text)
     }
 }
+
+/// Whether a figure only grows (across restarts too: the engine's counters are part of
+/// its checkpoint) or goes up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    /// Recorded as it happens (the evaluation time), not sampled.
+    Histogram,
+}
+
+/// One exported figure: its name (without the `slaguard_` prefix, and for counters
+/// without `_total`), what it means, and its kind.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+}
+
+/// One value of a figure, with its labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub metric: &'static Metric,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+const fn metric(name: &'static str, help: &'static str, kind: Kind) -> Metric {
+    Metric { name, help, kind }
+}
+
+pub static SLA_INFO: Metric = metric(
+    "sla_info",
+    "The version of the SLA each stage runs (value 1)",
+    Kind::Gauge,
+);
+pub static MESSAGES: Metric = metric(
+    "messages",
+    "Input messages read, by topic and outcome",
+    Kind::Counter,
+);
+pub static DEAD_LETTERS: Metric = metric(
+    "dead_letters",
+    "Messages written to the dead-letter topic, by reason",
+    Kind::Counter,
+);
+pub static LATE: Metric = metric(
+    "late_events",
+    "Inferences and labels behind the watermark on arrival",
+    Kind::Counter,
+);
+pub static JOIN: Metric = metric(
+    "join_outcomes",
+    "Predictions joined to their label, expired unlabeled, labels that never met their prediction, duplicates",
+    Kind::Counter,
+);
+pub static EVICTED: Metric = metric(
+    "evicted",
+    "Pending join entries evicted because max_pending was reached",
+    Kind::Counter,
+);
+pub static PENDING: Metric = metric(
+    "pending",
+    "Join state held: predictions waiting for labels, and all entries",
+    Kind::Gauge,
+);
+pub static OUTPUTS: Metric = metric(
+    "outputs",
+    "Output messages written, by stage and kind",
+    Kind::Counter,
+);
+pub static WATERMARK: Metric = metric(
+    "watermark_seconds",
+    "Event-time watermark of each stage (Unix time)",
+    Kind::Gauge,
+);
+pub static EVENT_TIME_LAG: Metric = metric(
+    "event_time_lag_seconds",
+    "Wall-clock time minus each stage's watermark",
+    Kind::Gauge,
+);
+pub static READY: Metric = metric(
+    "stage_ready",
+    "1 once the stage has taken its assignment",
+    Kind::Gauge,
+);
+pub static ASSIGNED: Metric = metric(
+    "assigned_partitions",
+    "Partitions assigned to each stage",
+    Kind::Gauge,
+);
+pub static RESTARTS: Metric = metric(
+    "stage_restarts",
+    "Times a stage was made again after the cluster failed it",
+    Kind::Counter,
+);
+pub static INSTANTS: Metric = metric("instants", "Evaluation instants evaluated", Kind::Counter);
+pub static CONSUMER_LAG: Metric = metric(
+    "consumer_lag",
+    "Messages between each assigned partition's read position and its last stable offset (librdkafka statistics, every 5 s)",
+    Kind::Gauge,
+);
+pub static INCIDENTS_OPEN: Metric = metric(
+    "incidents_open",
+    "Incidents open now, by severity (on the instance that holds the evaluator)",
+    Kind::Gauge,
+);
+/// The evaluation time histogram (recorded as it happens, not sampled).
+pub static EVALUATION: Metric = metric(
+    "evaluation_seconds",
+    "Processing time of one evaluation: a partial batch merged and the instants it made due evaluated",
+    Kind::Histogram,
+);
+
+/// Every sampled figure, in the order `/metrics` lists them.
+pub static METRICS: [&Metric; 16] = [
+    &SLA_INFO,
+    &MESSAGES,
+    &DEAD_LETTERS,
+    &LATE,
+    &JOIN,
+    &EVICTED,
+    &PENDING,
+    &OUTPUTS,
+    &WATERMARK,
+    &EVENT_TIME_LAG,
+    &READY,
+    &ASSIGNED,
+    &RESTARTS,
+    &INSTANTS,
+    &CONSUMER_LAG,
+    &INCIDENTS_OPEN,
+];
