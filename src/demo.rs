@@ -21,6 +21,7 @@ use crate::config;
 use crate::http::HttpServer;
 use crate::kafka::processor::{self, RunOptions, RunSummary};
 use crate::kafka::{KafkaSettings, KafkaShellError};
+use crate::otel::Otel;
 use crate::scenario::{self, ScenarioSpec};
 use crate::telemetry::Telemetry;
 use crate::time::{format_rfc3339, Millis};
@@ -228,13 +229,15 @@ impl<W: Write> View<W> {
     }
 }
 
-/// Runs the demo for `seconds` of wall-clock time, writing the live view to `out`, and
-/// serving the status page, `/metrics`, `/healthz` and `/readyz` on `http` if given.
+/// Runs the demo for `seconds` of wall-clock time, writing the live view to `out`,
+/// serving the status page, `/metrics`, `/healthz` and `/readyz` on `http` if given, and
+/// exporting the same figures over `otel` if given.
 pub async fn demo(
     seconds: u64,
     mut out: impl Write,
     tty: bool,
     http: Option<HttpServer>,
+    otel: Option<&mut Otel>,
 ) -> Result<DemoSummary, KafkaShellError> {
     let spec = ScenarioSpec {
         duration_ms: 3 * 3_600_000,
@@ -277,6 +280,9 @@ pub async fn demo(
         snapshot_interval: Duration::from_secs(60),
     };
     let telemetry = Arc::new(Telemetry::new(&config));
+    if let Some(o) = otel {
+        o.observe(&telemetry);
+    }
     let serving = http.map(|server| {
         let _ = writeln!(
             out,

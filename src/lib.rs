@@ -27,7 +27,8 @@
 //!   credits), as JSON and as Markdown for readers outside engineering.
 //! - [`status`]: the live SLA status (latest values, trends, open incidents) built from
 //!   the outputs; [`telemetry`]: what a running instance publishes about itself;
-//!   [`http`]: `/metrics`, `/healthz`, `/readyz` and the status page.
+//!   [`http`]: `/metrics`, `/healthz`, `/readyz` and the status page; [`otel`]: the same
+//!   figures, and a span per evaluation, over OTLP.
 //! - [`demo`]: the embedded demo on librdkafka's mock cluster.
 //! - [`scenario`]: a synthetic, scripted scenario generator for tests, demos and benchmarks.
 //! - [`check`]: the human summary printed by `slaguard check`.
@@ -49,6 +50,7 @@ pub mod incident_log;
 pub mod join;
 pub mod kafka;
 pub mod metric;
+pub mod otel;
 pub mod output;
 pub mod partial;
 pub mod profile;

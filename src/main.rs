@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer as _;
 
 use slaguard::config::{self, ConfigError};
 use slaguard::http::HttpServer;
@@ -18,6 +21,7 @@ use slaguard::kafka::processor::{self, RunOptions};
 use slaguard::kafka::reload::{reload_on_signal, ConfigReloader};
 use slaguard::kafka::topic_replay::{replay_topics, ReplayTarget, TopicReplayOptions};
 use slaguard::kafka::{self, KafkaSettings};
+use slaguard::otel::Otel;
 use slaguard::progress::Progress;
 use slaguard::replay::{replay_files, ReplayCounts, ReplayInputs};
 use slaguard::report::{BreachLine, EscalationLine, Period, ReplayOutputs, Report, SnapshotLine};
@@ -232,23 +236,48 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLAGUARD_LOG")
         .unwrap_or_else(|_| level.into());
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
-    match run(cli) {
+    // Built before any async runtime: its exporters run on threads of their own.
+    let mut otel = match Otel::from_env() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let logs = match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    // The log level filters the log lines only: evaluation spans go to OTLP whatever it is.
+    let spans = otel.as_ref().map(|o| {
+        o.tracing_layer()
+            .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                m.is_span() && m.name() == "evaluation"
+            }))
+    });
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(spans)
+        .init();
+    let code = match run(cli, otel.as_mut()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    if let Some(o) = otel {
+        o.shutdown();
     }
+    code
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, otel: Option<&mut Otel>) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config } => Ok(check(&config)),
         Command::Profile {
@@ -265,7 +294,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = runtime.block_on(async {
                 let server = HttpServer::bind(http).await?;
                 anyhow::Ok(
-                    slaguard::demo::demo(seconds, std::io::stdout(), tty, Some(server)).await?,
+                    slaguard::demo::demo(seconds, std::io::stdout(), tty, Some(server), otel)
+                        .await?,
                 )
             })?;
             println!(
@@ -304,6 +334,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = runtime.block_on(async {
                 let server = HttpServer::bind(http).await?;
                 let telemetry = Arc::new(Telemetry::new(&cfg));
+                if let Some(o) = otel {
+                    o.observe(&telemetry);
+                }
                 let instance = options.instance_id.clone().unwrap_or_else(|| {
                     format!("{}-{}", options.group, std::process::id())
                 });

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -99,6 +99,16 @@ struct Inner {
 pub struct Telemetry {
     inner: Mutex<Inner>,
     evaluation: Histogram,
+    /// Where else each evaluation time goes (the OTLP histogram), once set.
+    also: OnceLock<EvaluationHook>,
+}
+
+struct EvaluationHook(Box<dyn Fn(f64) + Send + Sync>);
+
+impl std::fmt::Debug for EvaluationHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EvaluationHook")
+    }
 }
 
 /// Readiness as `/readyz` reports it.
@@ -120,6 +130,7 @@ impl Telemetry {
             }),
             // 50 µs to about 1.6 s.
             evaluation: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            also: OnceLock::new(),
         }
     }
 
@@ -152,6 +163,14 @@ impl Telemetry {
     /// evaluated), in seconds of processing time.
     pub fn evaluation(&self, seconds: f64) {
         self.evaluation.observe(seconds);
+        if let Some(hook) = self.also.get() {
+            (hook.0)(seconds);
+        }
+    }
+
+    /// Each evaluation time from now on also goes to `record` (set once).
+    pub fn also_record_evaluations(&self, record: impl Fn(f64) + Send + Sync + 'static) {
+        let _ = self.also.set(EvaluationHook(Box::new(record)));
     }
 
     /// A consumer's lag per partition, from its statistics.

@@ -463,6 +463,13 @@ impl State {
         }
         let every = self.every;
         let batch = message.batch;
+        let span = tracing::info_span!(
+            "evaluation",
+            items = batch.items.len(),
+            instants = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        let instants_before = self.engine.stats().instants;
         let latest = batch
             .items
             .iter()
@@ -482,6 +489,7 @@ impl State {
         self.summary.batches += 1;
         self.count(&key.0, Outcome::Applied);
         let drained = self.drain_engine();
+        span.record("instants", self.engine.stats().instants - instants_before);
         self.telemetry.evaluation(began.elapsed().as_secs_f64());
         drained
     }
