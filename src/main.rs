@@ -333,6 +333,7 @@ fn run(cli: Cli, otel: Option<&mut Otel>) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new()?;
             let summary = runtime.block_on(async {
                 let server = HttpServer::bind(http).await?;
+                tracing::info!(addr = %server.local_addr(), sla_version = %cfg.sla_version, "serving the status page at /, /metrics, /healthz and /readyz");
                 let telemetry = Arc::new(Telemetry::new(&cfg));
                 if let Some(o) = otel {
                     o.observe(&telemetry);
@@ -352,7 +353,6 @@ fn run(cli: Cli, otel: Option<&mut Otel>) -> anyhow::Result<ExitCode> {
                 tokio::spawn(cancel_on_signal(shutdown.clone()));
                 let served = shutdown.child_token();
                 tokio::spawn(reload_on_signal(reloader, watch_config, served.clone()));
-                tracing::info!(addr = %server.local_addr(), "serving the status page at /, /metrics, /healthz and /readyz");
                 let serving = tokio::spawn(server.serve(Arc::clone(&telemetry), served.clone()));
                 let result = processor::run_live(sla, settings, options, shutdown, telemetry).await;
                 served.cancel();

@@ -64,7 +64,10 @@ fn mock() -> (BaseProducer, String) {
 }
 
 /// Requests (latency 10–16 ms) and their labels for the seconds `[from, to)` after T0.
-fn produce(bootstrap: &str, from: i64, to: i64) {
+/// With `telemetry`, the labels follow only once the shard has read the requests: after
+/// an idle spell, labels read first would run the watermark past requests still unread
+/// (the partitions are idle after 1 s).
+fn produce(bootstrap: &str, from: i64, to: i64, telemetry: Option<&Telemetry>) {
     let inferences: Vec<String> = (from..to)
         .map(|i| format!(r#"{{"request_id":"r{i}","model_id":"m","timestamp":{},"latency_ms":{},"prediction":{{"score":0.9}}}}"#, T0 + i * 1000, 10 + i % 7))
         .collect();
@@ -81,6 +84,25 @@ fn produce(bootstrap: &str, from: i64, to: i64) {
         "inferences",
         inferences.iter().map(String::as_str),
     );
+    if let Some(t) = telemetry {
+        let key = (
+            "inferences".to_string(),
+            slaguard::telemetry::Outcome::Applied,
+        );
+        let start = Instant::now();
+        while t
+            .stage_report("shard")
+            .and_then(|r| r.messages.get(&key).copied())
+            .unwrap_or(0)
+            < to as u64
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the shard never read the requests"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     produce_lines(bootstrap, "labels", labels.iter().map(String::as_str));
 }
 
@@ -167,7 +189,7 @@ fn a_valid_change_is_in_force_from_the_next_instant_and_an_invalid_one_changes_n
 
     // Five minutes under the first SLA: latencies of 10–16 ms meet a p99 of 100 ms. The
     // watermark stops at the last event (4:59.5): instants 1 to 4 are evaluated.
-    produce(&bootstrap, 0, 300);
+    produce(&bootstrap, 0, 300, Some(&telemetry));
     let before = snapshots_through(&bootstrap, 4);
 
     // The second: a new version and a p99 target of 1 ms, which every minute misses.
@@ -192,7 +214,7 @@ fn a_valid_change_is_in_force_from_the_next_instant_and_an_invalid_one_changes_n
     );
     assert_eq!(record.instance, "test-instance");
     both_stages_on(&telemetry, "reload-2");
-    produce(&bootstrap, 300, 600);
+    produce(&bootstrap, 300, 600, Some(&telemetry));
     let after = snapshots_through(&bootstrap, 9);
 
     // An invalid file and one that changes a window: both refused, nothing changes.
@@ -217,7 +239,7 @@ fn a_valid_change_is_in_force_from_the_next_instant_and_an_invalid_one_changes_n
         other => panic!("a window change was taken live: {other:?}"),
     }
     assert_eq!(reloader.current().sla_version, "reload-2");
-    produce(&bootstrap, 600, 900);
+    produce(&bootstrap, 600, 900, Some(&telemetry));
     let last = snapshots_through(&bootstrap, 14);
     token.cancel();
     rt.block_on(handle).expect("task").expect("run");
@@ -293,7 +315,7 @@ fn sighup_and_a_watched_file_reload_a_running_instance() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    produce(&bootstrap, 0, 120);
+    produce(&bootstrap, 0, 120, None);
 
     // Without --watch-config a changed file waits for SIGHUP.
     let mut first = run("hup", false);

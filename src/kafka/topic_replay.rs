@@ -188,6 +188,8 @@ pub fn replay_topics(
                     counts.outside += 1;
                     return Ok(());
                 }
+                // Event time reached, for the progress line.
+                counts.outputs.event_time = Some(counts.outputs.event_time.map_or(t, |e| e.max(t)));
                 let event = match event {
                     Event::Ack(mut a) => {
                         a.origin = Some(origin());
