@@ -12,32 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_support::*;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::Producer;
 use slaguard::kafka::processor::{self, RunOptions};
 use slaguard::kafka::{preflight, KafkaShellError};
 use tokio_util::sync::CancellationToken;
-
-/// A mock cluster with the given topics; the producer owns it.
-fn mock(topics: &[(&str, i32)]) -> (BaseProducer, String) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("test.mock.num.brokers", "1")
-        .create()
-        .expect("mock cluster");
-    let bootstrap = {
-        let m = producer.client().mock_cluster().expect("mock");
-        for (t, p) in topics {
-            m.create_topic(t, *p, 1).expect("topic");
-        }
-        m.bootstrap_servers()
-    };
-    // SAFETY: the handle belongs to `producer`, alive for the test.
-    unsafe {
-        let ptr = rdkafka::bindings::rd_kafka_handle_mock_cluster(producer.client().native_ptr());
-        rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(ptr, 0);
-    }
-    (producer, bootstrap)
-}
 
 const OUTPUTS: [(&str, i32); 5] = [
     ("sla.breaches", 1),
@@ -56,7 +34,7 @@ fn all_topics(partitions: i32, labels: i32) -> Vec<(&'static str, i32)> {
 
 #[test]
 fn start_up_checks_name_the_problem() {
-    let (_keep, bootstrap) = mock(&all_topics(4, 3));
+    let (_keep, bootstrap) = mock_cluster(&all_topics(4, 3));
     let s = slaguard::kafka::KafkaSettings::new(&bootstrap);
     match preflight::check(&s, true, Duration::from_secs(5)) {
         Err(e @ KafkaShellError::NotCoPartitioned { .. }) => {
@@ -85,7 +63,7 @@ fn start_up_checks_name_the_problem() {
 
 #[test]
 fn round_trip_with_dead_letters_and_headers() {
-    let (_keep, bootstrap) = mock(&all_topics(2, 2));
+    let (_keep, bootstrap) = mock_cluster(&all_topics(2, 2));
     let s = slaguard::kafka::KafkaSettings::new(&bootstrap);
     let t0 = 1_793_534_400_000i64;
     let mut inferences: Vec<String> = (0..300)
@@ -202,7 +180,7 @@ fn the_demo_opens_and_resolves_breaches_and_exits_by_itself() {
 #[test]
 fn avro_inputs_and_outputs_in_the_confluent_wire_format() {
     use slaguard::avro::{Codecs, Format};
-    let (producer, bootstrap) = mock(&all_topics(1, 1));
+    let (producer, bootstrap) = mock_cluster(&all_topics(1, 1));
     let codecs = Codecs::new().expect("schemas");
     let t0 = 1_793_534_400_000i64;
     let encode = |schema: &apache_avro::Schema, v: serde_json::Value| {

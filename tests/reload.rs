@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_support::*;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::BaseProducer;
 use slaguard::kafka::processor::{self, RunOptions};
 use slaguard::kafka::reload::{ConfigReloader, ReloadOutcome};
 use slaguard::telemetry::Telemetry;
@@ -33,34 +32,18 @@ const T0: i64 = 1_793_534_400_000;
 
 /// A mock cluster with slaguard's topics; the producer owns it.
 fn mock() -> (BaseProducer, String) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("test.mock.num.brokers", "1")
-        .create()
-        .expect("mock cluster");
-    let bootstrap = {
-        let m = producer.client().mock_cluster().expect("mock");
-        for (t, p) in [
-            ("inferences", 1),
-            ("labels", 1),
-            ("acks", 1),
-            ("sla.breaches", 1),
-            ("sla.escalations", 1),
-            ("sla.metrics", 1),
-            ("sla.dead_letters", 1),
-            ("sla.partials", 1),
-            ("sla.join-state", 1),
-            ("sla.changes", 1),
-        ] {
-            m.create_topic(t, p, 1).expect("topic");
-        }
-        m.bootstrap_servers()
-    };
-    // SAFETY: the handle belongs to `producer`, alive for the test.
-    unsafe {
-        let ptr = rdkafka::bindings::rd_kafka_handle_mock_cluster(producer.client().native_ptr());
-        rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(ptr, 0);
-    }
-    (producer, bootstrap)
+    mock_cluster(&[
+        ("inferences", 1),
+        ("labels", 1),
+        ("acks", 1),
+        ("sla.breaches", 1),
+        ("sla.escalations", 1),
+        ("sla.metrics", 1),
+        ("sla.dead_letters", 1),
+        ("sla.partials", 1),
+        ("sla.join-state", 1),
+        ("sla.changes", 1),
+    ])
 }
 
 /// Requests (latency 10–16 ms) and their labels for the seconds `[from, to)` after T0.

@@ -12,7 +12,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use slaguard::kafka::KafkaSettings;
 
@@ -40,6 +40,29 @@ pub fn real_broker() -> String {
                 .to_string()
         })
         .clone()
+}
+
+/// librdkafka's in-process mock cluster with `topics` (name, partitions), groups joining
+/// without the initial rebalance delay; it lives as long as the returned producer.
+/// Returns the producer and the bootstrap address.
+pub fn mock_cluster(topics: &[(&str, i32)]) -> (BaseProducer, String) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("test.mock.num.brokers", "1")
+        .create()
+        .expect("mock cluster");
+    let bootstrap = {
+        let m = producer.client().mock_cluster().expect("mock");
+        for (t, p) in topics {
+            m.create_topic(t, *p, 1).expect("topic");
+        }
+        m.bootstrap_servers()
+    };
+    // SAFETY: the handle belongs to `producer`, alive for the test.
+    unsafe {
+        let ptr = rdkafka::bindings::rd_kafka_handle_mock_cluster(producer.client().native_ptr());
+        rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(ptr, 0);
+    }
+    (producer, bootstrap)
 }
 
 /// A topic prefix no earlier run used: tests share one broker that outlives them.
