@@ -149,8 +149,8 @@ fn slaguard_run(
     group: &str,
     state: &std::path::Path,
     exactly_once: bool,
-) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
+) -> Reaped {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
         .args([
             "run",
             "--config",
@@ -181,7 +181,8 @@ fn slaguard_run(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("spawn slaguard run")
+        .expect("spawn slaguard run");
+    Reaped::new(child)
 }
 
 #[test]
@@ -348,13 +349,13 @@ fn wait_for_checkpoint(
 
 /// Stops a `slaguard run` child with SIGTERM (drain, checkpoint, commit) and returns the
 /// number of messages it consumed, from its closing summary.
-fn terminate(child: std::process::Child) -> u64 {
+fn terminate(child: Reaped) -> u64 {
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill -TERM");
     assert!(status.success());
-    let out = child.wait_with_output().expect("exit");
+    let out = child.into_inner().wait_with_output().expect("exit");
     assert!(out.status.success(), "run failed: {:?}", out.status);
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
@@ -620,18 +621,20 @@ fn sigterm_drains_commits_and_exits() {
     create_all(&brokers, &s, 2);
     let group = s.output_prefix.trim_end_matches('.').to_string();
     let state = dir.path().join("state");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
-        .args(["run", "--config", sla.to_str().expect("utf-8")])
-        .args(["--brokers", &brokers, "--group", &group])
-        .args(topic_args(&s))
-        .args(["--output-prefix", &s.output_prefix])
-        .args(["--commit-interval", "60s"])
-        .args(["--state-dir", state.to_str().expect("utf-8")])
-        .args(["--http", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn slaguard run");
+    let child = Reaped::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
+            .args(["run", "--config", sla.to_str().expect("utf-8")])
+            .args(["--brokers", &brokers, "--group", &group])
+            .args(topic_args(&s))
+            .args(["--output-prefix", &s.output_prefix])
+            .args(["--commit-interval", "60s"])
+            .args(["--state-dir", state.to_str().expect("utf-8")])
+            .args(["--http", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn slaguard run"),
+    );
     wait_for_group(&brokers, &group, 1);
     produce_file(&brokers, &s.inferences_topic, &inputs.inferences);
     produce_file(&brokers, &s.labels_topic, &inputs.labels);
@@ -656,7 +659,7 @@ fn sigterm_drains_commits_and_exits() {
         .status()
         .expect("kill");
     assert!(kill.success());
-    let out = child.wait_with_output().expect("output");
+    let out = child.into_inner().wait_with_output().expect("output");
     let took = sent.elapsed();
     assert!(
         out.status.success(),

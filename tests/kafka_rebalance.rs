@@ -226,21 +226,23 @@ fn a_killed_instances_pairs_are_taken_over_from_their_snapshots() {
     group.snapshot_interval = Duration::from_secs(1);
     group.join("b");
     group.wait_members(&brokers);
-    let mut a = std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
-        .args(["run", "--config"])
-        .arg(golden.dir.path().join("sla.yaml"))
-        .args(["--brokers", &brokers, "--group", &group.group])
-        .args(topic_args(s))
-        .args(["--output-prefix", &s.output_prefix])
-        .args(["--commit-interval", "1s", "--snapshot-interval", "1s"])
-        .arg("--state-dir")
-        .arg(golden.dir.path().join("a"))
-        .args(["--instance-id", "a"])
-        .args(["--http", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn slaguard run");
+    let mut a = Reaped::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
+            .args(["run", "--config"])
+            .arg(golden.dir.path().join("sla.yaml"))
+            .args(["--brokers", &brokers, "--group", &group.group])
+            .args(topic_args(s))
+            .args(["--output-prefix", &s.output_prefix])
+            .args(["--commit-interval", "1s", "--snapshot-interval", "1s"])
+            .arg("--state-dir")
+            .arg(golden.dir.path().join("a"))
+            .args(["--instance-id", "a"])
+            .args(["--http", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn slaguard run"),
+    );
     wait_for_group(&brokers, &group.group, 2);
     stages.produce(i64::MIN, at(120));
     // Settled: both instances have read everything and snapshotted since.

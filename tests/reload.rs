@@ -271,17 +271,19 @@ fn sighup_and_a_watched_file_reload_a_running_instance() {
     let path = dir.path().join("sla.yaml");
     write(&path, SLA);
     let run = |group: &str, watch: bool| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
-            .args(["run", "--config", path.to_str().expect("utf-8")])
-            .args(["--brokers", &bootstrap, "--group", group])
-            .args(["--commit-interval", "500ms", "--http", "127.0.0.1:0"])
-            .args(watch.then_some("--watch-config"))
-            .arg("--state-dir")
-            .arg(dir.path().join(group))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn slaguard run")
+        Reaped::new(
+            std::process::Command::new(env!("CARGO_BIN_EXE_slaguard"))
+                .args(["run", "--config", path.to_str().expect("utf-8")])
+                .args(["--brokers", &bootstrap, "--group", group])
+                .args(["--commit-interval", "500ms", "--http", "127.0.0.1:0"])
+                .args(watch.then_some("--watch-config"))
+                .arg("--state-dir")
+                .arg(dir.path().join(group))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn slaguard run"),
+        )
     };
     let changes_with = |n: usize| {
         let start = Instant::now();

@@ -65,6 +65,43 @@ pub fn mock_cluster(topics: &[(&str, i32)]) -> (BaseProducer, String) {
     (producer, bootstrap)
 }
 
+/// A child process that is killed and reaped when dropped, so that a failing test
+/// leaves no `slaguard run` behind.
+pub struct Reaped(Option<std::process::Child>);
+
+impl Reaped {
+    pub fn new(child: std::process::Child) -> Reaped {
+        Reaped(Some(child))
+    }
+
+    /// The child, to wait for it to exit by itself.
+    pub fn into_inner(mut self) -> std::process::Child {
+        self.0.take().expect("a child")
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("a child")
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("a child")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A topic prefix no earlier run used: tests share one broker that outlives them.
 pub fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
