@@ -8,6 +8,7 @@
 //! the latest evaluation instant seen, so the same outputs always give the same status.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Deref;
 
 use serde::Serialize;
 
@@ -59,15 +60,12 @@ pub struct ObjectiveStatus {
     pub samples: u64,
     pub event_time: Option<String>,
     pub trend: VecDeque<Point>,
-    /// The worst segment values first (critical, warning, insufficient, ok), then by name.
-    pub segments: Vec<SegmentStatus>,
-    /// Segment values evaluated but not listed in `segments`.
-    pub more_segments: usize,
+    /// The latest evaluation of each segment value, by its name.
     #[serde(skip)]
-    segment_index: BTreeMap<String, SegmentStatus>,
+    segments: BTreeMap<String, SegmentStatus>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelStatus {
     pub model_id: String,
     pub owner: Option<String>,
@@ -95,22 +93,66 @@ pub struct IncidentStatus {
     pub acknowledged: bool,
     pub inhibited: bool,
     pub resolved_at: Option<String>,
-    /// Event time from opening to the latest instant seen (to resolution once resolved).
-    pub age_seconds: f64,
     #[serde(skip)]
     opened_ms: Millis,
+    #[serde(skip)]
+    resolved_ms: Option<Millis>,
 }
 
-/// The whole status, as the page reads it.
+/// The whole status, as the page reads it: the board's state with what is derived from
+/// it when read (segment order, incident ages).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusView<'a> {
     pub sla_version: &'a str,
     /// The latest evaluation instant seen.
     pub event_time: Option<Millis>,
-    pub models: &'a [ModelStatus],
+    pub models: Vec<ModelView<'a>>,
     /// Open incidents, critical first, then oldest first.
-    pub incidents: Vec<&'a IncidentStatus>,
-    pub resolved: &'a VecDeque<IncidentStatus>,
+    pub incidents: Vec<IncidentView<'a>>,
+    /// The last resolved, newest first.
+    pub resolved: Vec<IncidentView<'a>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelView<'a> {
+    pub model_id: &'a str,
+    pub owner: &'a Option<String>,
+    pub runbook: &'a Option<String>,
+    pub objectives: Vec<ObjectiveView<'a>>,
+}
+
+/// An objective with its segment values, worst first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectiveView<'a> {
+    #[serde(flatten)]
+    pub objective: &'a ObjectiveStatus,
+    /// The worst segment values first (critical, warning, insufficient, ok), then by name.
+    pub segments: Vec<&'a SegmentStatus>,
+    /// Segment values evaluated but not listed in `segments`.
+    pub more_segments: usize,
+}
+
+impl Deref for ObjectiveView<'_> {
+    type Target = ObjectiveStatus;
+    fn deref(&self) -> &ObjectiveStatus {
+        self.objective
+    }
+}
+
+/// An incident with its age.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IncidentView<'a> {
+    #[serde(flatten)]
+    pub incident: &'a IncidentStatus,
+    /// Event time from opening to the latest instant seen (to resolution once resolved).
+    pub age_seconds: f64,
+}
+
+impl Deref for IncidentView<'_> {
+    type Target = IncidentStatus;
+    fn deref(&self) -> &IncidentStatus {
+        self.incident
+    }
 }
 
 /// Every model's and objective's latest state, and the incidents open now.
@@ -162,9 +204,7 @@ impl StatusBoard {
                             samples: 0,
                             event_time: None,
                             trend: VecDeque::new(),
-                            segments: Vec::new(),
-                            more_segments: 0,
-                            segment_index: BTreeMap::new(),
+                            segments: BTreeMap::new(),
                         })
                         .collect(),
                 }
@@ -248,7 +288,7 @@ impl StatusBoard {
             }
         } else {
             let name = m.segment.describe();
-            o.segment_index.insert(
+            o.segments.insert(
                 name.clone(),
                 SegmentStatus {
                     segment: name,
@@ -257,21 +297,14 @@ impl StatusBoard {
                     state: m.state,
                 },
             );
-            let mut all: Vec<&SegmentStatus> = o.segment_index.values().collect();
-            all.sort_by_key(|s| severity_rank(s.state));
-            o.more_segments = all.len().saturating_sub(SEGMENTS_SHOWN);
-            o.segments = all.into_iter().take(SEGMENTS_SHOWN).cloned().collect();
-        }
-        if let Some(latest) = self.latest {
-            for i in self.open.values_mut() {
-                i.age_seconds = (latest - i.opened_ms).max(0) as f64 / 1000.0;
-            }
         }
     }
 
     fn breach(&mut self, b: &BreachEvent) {
         let opened_ms = parse_rfc3339(&b.opened_at).unwrap_or(0);
         let at = parse_rfc3339(&b.event_time).unwrap_or(opened_ms);
+        // A breach event is stamped with the evaluation instant that made it.
+        self.latest = Some(self.latest.map_or(at, |l| l.max(at)));
         match b.kind {
             BreachKind::Opened => {
                 self.open.insert(
@@ -293,9 +326,8 @@ impl StatusBoard {
                         acknowledged: false,
                         inhibited: b.inhibited,
                         resolved_at: None,
-                        age_seconds: (self.latest.unwrap_or(at).max(at) - opened_ms).max(0) as f64
-                            / 1000.0,
                         opened_ms,
+                        resolved_ms: None,
                     },
                 );
             }
@@ -314,8 +346,8 @@ impl StatusBoard {
             BreachKind::Resolved => {
                 if let Some(mut i) = self.open.remove(&b.incident_id) {
                     i.resolved_at = Some(b.event_time.clone());
+                    i.resolved_ms = Some(at);
                     i.observed = b.observed;
-                    i.age_seconds = (at - i.opened_ms).max(0) as f64 / 1000.0;
                     self.resolved.push_front(i);
                     self.resolved.truncate(RECENT_RESOLVED);
                 }
@@ -329,20 +361,60 @@ impl StatusBoard {
     }
 
     pub fn view(&self) -> StatusView<'_> {
-        let mut incidents: Vec<&IncidentStatus> = self.open.values().collect();
-        incidents.sort_by(|a, b| {
+        let mut open: Vec<&IncidentStatus> = self.open.values().collect();
+        open.sort_by(|a, b| {
             b.severity
                 .cmp(&a.severity)
                 .then(a.opened_ms.cmp(&b.opened_ms))
                 .then(a.incident_id.cmp(&b.incident_id))
         });
+        let aged = |i: &'_ IncidentStatus| {
+            let until = i
+                .resolved_ms
+                .unwrap_or_else(|| self.latest.unwrap_or(i.opened_ms));
+            (until - i.opened_ms).max(0) as f64 / 1000.0
+        };
         StatusView {
             sla_version: &self.sla_version,
             event_time: self.latest,
-            models: &self.models,
-            incidents,
-            resolved: &self.resolved,
+            models: self
+                .models
+                .iter()
+                .map(|m| ModelView {
+                    model_id: &m.model_id,
+                    owner: &m.owner,
+                    runbook: &m.runbook,
+                    objectives: m.objectives.iter().map(objective_view).collect(),
+                })
+                .collect(),
+            incidents: open
+                .into_iter()
+                .map(|i| IncidentView {
+                    incident: i,
+                    age_seconds: aged(i),
+                })
+                .collect(),
+            resolved: self
+                .resolved
+                .iter()
+                .map(|i| IncidentView {
+                    incident: i,
+                    age_seconds: aged(i),
+                })
+                .collect(),
         }
+    }
+}
+
+fn objective_view(o: &ObjectiveStatus) -> ObjectiveView<'_> {
+    let mut all: Vec<&SegmentStatus> = o.segments.values().collect();
+    all.sort_by_key(|s| severity_rank(s.state));
+    let more_segments = all.len().saturating_sub(SEGMENTS_SHOWN);
+    all.truncate(SEGMENTS_SHOWN);
+    ObjectiveView {
+        objective: o,
+        segments: all,
+        more_segments,
     }
 }
 
@@ -462,7 +534,8 @@ models:
             0.9,
             State::Critical,
         ));
-        let o = &board.view().models[0].objectives[0];
+        let view = board.view();
+        let o = &view.models[0].objectives[0];
         assert_eq!(o.state, Some(State::Ok));
         assert_eq!(o.trend.len(), 360, "six hours of one-minute points");
         assert_eq!(
@@ -487,6 +560,17 @@ models:
         assert_eq!(open[0].severity, Severity::Critical);
         // Opened at 00:10 (opened_at), the latest instant is 06:39.
         assert_eq!(open[0].age_seconds, 6.0 * 3600.0 + 29.0 * 60.0);
+        // The page reads the derived figures beside the stored ones, in one object each.
+        let json = serde_json::to_value(board.view()).expect("JSON");
+        assert_eq!(
+            json["incidents"][0]["age_seconds"],
+            6.0 * 3600.0 + 29.0 * 60.0
+        );
+        assert_eq!(json["incidents"][0]["severity"], "critical");
+        let objective = &json["models"][0]["objectives"][0];
+        assert_eq!(objective["segments"][0]["segment"], "region=eu");
+        assert_eq!(objective["more_segments"], 0);
+        assert_eq!(objective["name"], "availability");
         board.observe(&breach(
             BreachKind::Acknowledged,
             Severity::Critical,

@@ -1245,9 +1245,13 @@ fn transaction_timeout(options: &RunOptions) -> Duration {
     (options.commit_interval * 10).max(Duration::from_secs(10))
 }
 
-fn make_stage(spec: &StageSpec<'_>) -> Result<StageRunner, KafkaShellError> {
-    // A stage made again after a failure starts with the SLA in force now.
-    let current = Arc::clone(&spec.sla.borrow());
+/// A stage with the SLA in force now in `sla` (marked seen there, so that the stage's loop
+/// takes only later reloads).
+fn make_stage(
+    spec: &StageSpec<'_>,
+    sla: &mut watch::Receiver<Arc<SlaConfig>>,
+) -> Result<StageRunner, KafkaShellError> {
+    let current = Arc::clone(&sla.borrow_and_update());
     let config = &current;
     let (settings, options) = (spec.settings, spec.options);
     let sink = match &spec.transactional_id {
@@ -1323,10 +1327,11 @@ async fn supervise(
     let mut total = RunSummary::default();
     let mut backoff = Duration::from_millis(500);
     loop {
-        let result = match make_stage(&spec) {
+        // A stage made again after a failure starts with the SLA in force then.
+        let mut sla = spec.sla.clone();
+        let result = match make_stage(&spec, &mut sla) {
             Ok(runner) => {
-                let (summary, result) =
-                    run_stage(runner, spec.options, stop.clone(), spec.sla.clone()).await;
+                let (summary, result) = run_stage(runner, spec.options, stop.clone(), sla).await;
                 total.add(&summary);
                 result
             }
