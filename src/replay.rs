@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::Arc;
 
 use crate::config::SlaConfig;
@@ -92,17 +92,32 @@ enum Read {
     Failed(ReplayError),
 }
 
-/// Reads `path` to its end, decoding each non-blank line as `kind`, in chunks.
-fn read_file(kind: InputKind, path: PathBuf, file: File, tx: SyncSender<Read>) {
+/// Reads `path` to its end, decoding each non-blank line as `kind`, in chunks. Chunks the
+/// merge is done with come back on `recycled`: their events are dropped here, on the
+/// thread that allocated them, and their buffers filled again.
+fn read_file(
+    kind: InputKind,
+    path: PathBuf,
+    file: File,
+    tx: SyncSender<Read>,
+    recycled: Receiver<Chunk>,
+) {
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut line_no = 0u64;
     let mut buf = Vec::with_capacity(1024);
     let mut blank_bytes = 0u64;
     loop {
-        let mut chunk = Chunk {
-            text: Vec::with_capacity(CHUNK_LINES * 256),
-            lines: Vec::with_capacity(CHUNK_LINES),
-            trailing: 0,
+        let mut chunk = match recycled.try_recv() {
+            Ok(mut c) => {
+                c.text.clear();
+                c.lines.clear();
+                c
+            }
+            Err(_) => Chunk {
+                text: Vec::with_capacity(CHUNK_LINES * 256),
+                lines: Vec::with_capacity(CHUNK_LINES),
+                trailing: 0,
+            },
         };
         let mut ended = false;
         while chunk.lines.len() < CHUNK_LINES {
@@ -155,19 +170,23 @@ fn read_file(kind: InputKind, path: PathBuf, file: File, tx: SyncSender<Read>) {
     }
 }
 
-/// One input file, holding its next decoded event (and that event's raw line). The file
-/// is read and decoded on a thread of its own, a few chunks ahead of the merge.
+/// One input file and its next decoded event, which stays in its chunk (with its raw
+/// line) until the engine has taken it. The file is read and decoded on a thread of its
+/// own, a few chunks ahead of the merge.
 struct Cursor {
     kind: InputKind,
     name: String,
     lines: Receiver<Read>,
+    /// Chunks done with, back to the reading thread.
+    recycle: Sender<Chunk>,
     chunk: Option<Chunk>,
-    /// The line of `chunk` that `next` (or the last event taken) came from.
+    /// The line of `chunk` that the next event (or the last one taken) came from.
     at: usize,
-    /// The next line of `chunk` to take.
+    /// The next line of `chunk` to look at.
     pos: usize,
     line_no: u64,
-    next: Option<Event>,
+    /// Whether line `at` holds an event not yet taken.
+    ready: bool,
     done: bool,
 }
 
@@ -179,10 +198,11 @@ impl Cursor {
             source,
         })?;
         let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let (recycle, recycled) = std::sync::mpsc::channel();
         let owned = path.to_path_buf();
         std::thread::Builder::new()
             .name(format!("read-{}", kind.name()))
-            .spawn(move || read_file(kind, owned, file, tx))
+            .spawn(move || read_file(kind, owned, file, tx, recycled))
             .map_err(|source| ReplayError::Open {
                 kind: kind.name(),
                 path: path.to_path_buf(),
@@ -192,11 +212,12 @@ impl Cursor {
             kind,
             name: path.display().to_string(),
             lines: rx,
+            recycle,
             chunk: None,
             at: 0,
             pos: 0,
             line_no: 0,
-            next: None,
+            ready: false,
             done: false,
         })
     }
@@ -223,13 +244,24 @@ impl Cursor {
         }
     }
 
+    /// The event not yet taken, if any.
+    fn next(&self) -> Option<&Event> {
+        if !self.ready {
+            return None;
+        }
+        self.chunk
+            .as_ref()
+            .and_then(|c| c.lines.get(self.at))
+            .and_then(|l| l.outcome.as_ref().ok())
+    }
+
     /// Takes lines until the next decodable event, sending undecodable ones to `dead`.
     fn fill(
         &mut self,
         counts: &mut ReplayCounts,
         dead: &mut Vec<DeadLetter>,
     ) -> Result<(), ReplayError> {
-        while self.next.is_none() && !self.done {
+        while !self.ready && !self.done {
             if self
                 .chunk
                 .as_ref()
@@ -238,7 +270,10 @@ impl Cursor {
                 match self.lines.recv() {
                     Ok(Read::Lines(chunk)) => {
                         counts.bytes += chunk.trailing;
-                        self.chunk = Some(chunk);
+                        if let Some(old) = self.chunk.replace(chunk) {
+                            // The reader may have ended; then the chunk is dropped here.
+                            let _ = self.recycle.send(old);
+                        }
                         self.pos = 0;
                     }
                     Ok(Read::Failed(e)) => return Err(e),
@@ -255,20 +290,23 @@ impl Cursor {
             self.line_no = line.line_no;
             counts.bytes += line.bytes;
             counts.lines += 1;
-            // Taken once: the placeholder left behind is never read.
-            match std::mem::replace(&mut line.outcome, Err(Reason::NotJson(String::new()))) {
-                Ok(event) => self.next = Some(event),
-                Err(reason) => dead.push(DeadLetter {
-                    origin: self.origin(),
-                    reason,
-                }),
+            match &mut line.outcome {
+                Ok(_) => self.ready = true,
+                Err(reason) => {
+                    // Taken once: the placeholder left behind is never read.
+                    let reason = std::mem::replace(reason, Reason::NotJson(String::new()));
+                    dead.push(DeadLetter {
+                        origin: self.origin(),
+                        reason,
+                    })
+                }
             }
         }
         Ok(())
     }
 
     fn exhausted(&self) -> bool {
-        self.done && self.next.is_none()
+        self.done && !self.ready
     }
 }
 
@@ -368,8 +406,8 @@ pub struct MergedInputs {
 
 /// One step of a merged replay.
 pub enum Step {
-    /// A decoded event; apply it with [`MergedInputs::apply`].
-    Event(usize, Box<Event>),
+    /// Input `i` holds the next event; apply it with [`MergedInputs::apply`].
+    Event(usize),
     /// The input file that registered this source has ended.
     Ended(SourceId),
 }
@@ -410,39 +448,34 @@ impl MergedInputs {
                 }
             }
         }
-        let Some(i) = self
+        let Some((time, i)) = self
             .cursors
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| c.next.as_ref().map(|d| (d.time(), i)))
+            .filter_map(|(i, c)| c.next().map(|e| (e.time(), i)))
             .min()
-            .map(|(_, i)| i)
         else {
             return Ok(None);
         };
-        let Some(event) = self.cursors[i].next.take() else {
-            return Ok(None);
-        };
-        counts.event_time = Some(
-            counts
-                .event_time
-                .map_or(event.time(), |t| t.max(event.time())),
-        );
-        Ok(Some(Step::Event(i, Box::new(event))))
+        counts.event_time = Some(counts.event_time.map_or(time, |t| t.max(time)));
+        Ok(Some(Step::Event(i)))
     }
 
-    /// Hands `event` (from input `i`) to the engine; a rejection becomes a dead letter.
-    pub fn apply(&self, engine: &mut Engine, i: usize, event: Box<Event>) -> Option<DeadLetter> {
-        let c = &self.cursors[i];
-        let source = self.sources[i].unwrap_or(SourceId(i));
-        let event = match *event {
-            Event::Ack(mut a) => {
+    /// Hands the next event of input `i` to the engine; a rejection becomes a dead letter.
+    pub fn apply(&mut self, engine: &mut Engine, i: usize) -> Option<DeadLetter> {
+        let source = self.sources.get(i).copied().flatten().unwrap_or(SourceId(i));
+        let c = self.cursors.get_mut(i)?;
+        let result = match c.next()? {
+            Event::Inference(e) => engine.handle_inference(source, e),
+            Event::Label(e) => engine.handle_label(source, e),
+            Event::Ack(a) => {
+                let mut a = a.clone();
                 a.origin = Some(c.origin());
-                Event::Ack(a)
+                engine.handle_ack(a)
             }
-            other => other,
         };
-        engine.handle(source, event).err().map(|reason| DeadLetter {
+        c.ready = false;
+        result.err().map(|reason| DeadLetter {
             origin: c.origin(),
             reason,
         })
@@ -473,8 +506,8 @@ pub fn replay_files(
         match step {
             None => break,
             Some(Step::Ended(s)) => engine.end_source(s),
-            Some(Step::Event(i, event)) => {
-                if let Some(d) = merged.apply(&mut engine, i, event) {
+            Some(Step::Event(i)) => {
+                if let Some(d) = merged.apply(&mut engine, i) {
                     out.write(&Output::DeadLetter(d), &mut counts)?;
                 }
             }

@@ -146,8 +146,8 @@ fn run(dir: &std::path::Path, split: Option<usize>) -> Vec<Output> {
         match step {
             None => break,
             Some(Step::Ended(s)) => engine.end_source(s),
-            Some(Step::Event(i, e)) => {
-                outputs.extend(merged.apply(&mut engine, i, e).map(Output::DeadLetter))
+            Some(Step::Event(i)) => {
+                outputs.extend(merged.apply(&mut engine, i).map(Output::DeadLetter))
             }
         }
         while let Some(o) = engine.poll_output() {
