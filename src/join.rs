@@ -581,6 +581,20 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         );
     }
 
+    /// Turns the prediction in slot `index` into a guard until its deadline: the slot
+    /// keeps its place in the table and in the expiry order, whose deadline is unchanged.
+    fn guard_in_place(&mut self, index: u32, origin: u32) {
+        let Some(slot) = self.slots.get_mut(index as usize) else {
+            return;
+        };
+        if matches!(slot.kind, Kind::Prediction(_)) {
+            self.predictions -= 1;
+        }
+        slot.kind = Kind::Guard { failed: false };
+        slot.time = slot.deadline;
+        slot.origin = origin;
+    }
+
     /// The live slot for `key`, and its index.
     fn lookup(&self, model: u32, key: RequestKey) -> Option<(u32, &Slot<P, L>)> {
         let i = self.find(model, key)?;
@@ -710,7 +724,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
                     self.stats.unmatched_labels += 1;
                     Joined::Unmatched
                 } else if time <= deadline {
-                    self.replace_with_guard(model, key, false, deadline, origin);
+                    self.guard_in_place(index, origin);
                     self.stats.matched += 1;
                     Joined::Matched(Match {
                         prediction,

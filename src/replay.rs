@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::config::SlaConfig;
 use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
 use crate::decode;
-use crate::engine::Engine;
+use crate::engine::{Engine, EventKeys};
 use crate::event::Event;
 use crate::output::Output;
 use crate::time::Millis;
@@ -75,6 +75,8 @@ struct DecodedLine {
     /// Bytes read for it, with the blank lines before it and its line end.
     bytes: u64,
     outcome: Result<Event, Reason>,
+    /// The event's model index and request key, for inferences and labels.
+    keys: Option<EventKeys>,
 }
 
 /// Consecutive lines of one file, read and decoded on that file's own thread: their
@@ -97,6 +99,7 @@ enum Read {
 /// thread that allocated them, and their buffers filled again.
 fn read_file(
     kind: InputKind,
+    config: &SlaConfig,
     path: PathBuf,
     file: File,
     tx: SyncSender<Read>,
@@ -151,6 +154,11 @@ fn read_file(
                 InputKind::Labels => decode::label(line).map(Event::Label),
                 InputKind::Acks => decode::ack(line).map(Event::Ack),
             };
+            let keys = match &outcome {
+                Ok(Event::Inference(e)) => Some(EventKeys::new(config, &e.model_id, &e.request_id)),
+                Ok(Event::Label(e)) => Some(EventKeys::new(config, &e.model_id, &e.request_id)),
+                _ => None,
+            };
             let start = chunk.text.len();
             chunk.text.extend_from_slice(line);
             chunk.lines.push(DecodedLine {
@@ -159,6 +167,7 @@ fn read_file(
                 end: chunk.text.len(),
                 bytes: std::mem::take(&mut blank_bytes),
                 outcome,
+                keys,
             });
         }
         if ended {
@@ -191,7 +200,7 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn open(kind: InputKind, path: &Path) -> Result<Cursor, ReplayError> {
+    fn open(kind: InputKind, config: &Arc<SlaConfig>, path: &Path) -> Result<Cursor, ReplayError> {
         let file = File::open(path).map_err(|source| ReplayError::Open {
             kind: kind.name(),
             path: path.to_path_buf(),
@@ -200,9 +209,10 @@ impl Cursor {
         let (tx, rx) = std::sync::mpsc::sync_channel(4);
         let (recycle, recycled) = std::sync::mpsc::channel();
         let owned = path.to_path_buf();
+        let config = Arc::clone(config);
         std::thread::Builder::new()
             .name(format!("read-{}", kind.name()))
-            .spawn(move || read_file(kind, owned, file, tx, recycled))
+            .spawn(move || read_file(kind, &config, owned, file, tx, recycled))
             .map_err(|source| ReplayError::Open {
                 kind: kind.name(),
                 path: path.to_path_buf(),
@@ -244,15 +254,18 @@ impl Cursor {
         }
     }
 
-    /// The event not yet taken, if any.
-    fn next(&self) -> Option<&Event> {
+    /// The event not yet taken, if any, and its keys.
+    fn next_keyed(&self) -> Option<(&Event, Option<EventKeys>)> {
         if !self.ready {
             return None;
         }
-        self.chunk
-            .as_ref()
-            .and_then(|c| c.lines.get(self.at))
-            .and_then(|l| l.outcome.as_ref().ok())
+        let line = self.chunk.as_ref()?.lines.get(self.at)?;
+        Some((line.outcome.as_ref().ok()?, line.keys))
+    }
+
+    /// The event not yet taken, if any.
+    fn next(&self) -> Option<&Event> {
+        self.next_keyed().map(|(e, _)| e)
     }
 
     /// Takes lines until the next decodable event, sending undecodable ones to `dead`.
@@ -413,17 +426,19 @@ pub enum Step {
 }
 
 impl MergedInputs {
-    /// Opens the inputs; `register` gives each data input (inferences, labels) its source.
+    /// Opens the inputs, to be replayed through an engine running `config`; `register`
+    /// gives each data input (inferences, labels) its source.
     pub fn open(
         inputs: &ReplayInputs,
+        config: &Arc<SlaConfig>,
         mut register: impl FnMut() -> SourceId,
     ) -> Result<MergedInputs, ReplayError> {
         let mut cursors = vec![
-            Cursor::open(InputKind::Inferences, &inputs.inferences)?,
-            Cursor::open(InputKind::Labels, &inputs.labels)?,
+            Cursor::open(InputKind::Inferences, config, &inputs.inferences)?,
+            Cursor::open(InputKind::Labels, config, &inputs.labels)?,
         ];
         if let Some(acks) = &inputs.acks {
-            cursors.push(Cursor::open(InputKind::Acks, acks)?);
+            cursors.push(Cursor::open(InputKind::Acks, config, acks)?);
         }
         let sources = cursors
             .iter()
@@ -465,10 +480,12 @@ impl MergedInputs {
     pub fn apply(&mut self, engine: &mut Engine, i: usize) -> Option<DeadLetter> {
         let source = self.sources.get(i).copied().flatten().unwrap_or(SourceId(i));
         let c = self.cursors.get_mut(i)?;
-        let result = match c.next()? {
-            Event::Inference(e) => engine.handle_inference(source, e),
-            Event::Label(e) => engine.handle_label(source, e),
-            Event::Ack(a) => {
+        let result = match c.next_keyed()? {
+            (Event::Inference(e), Some(keys)) => engine.handle_inference_keyed(source, e, keys),
+            (Event::Inference(e), None) => engine.handle_inference(source, e),
+            (Event::Label(e), Some(keys)) => engine.handle_label_keyed(source, e, keys),
+            (Event::Label(e), None) => engine.handle_label(source, e),
+            (Event::Ack(a), _) => {
                 let mut a = a.clone();
                 a.origin = Some(c.origin());
                 engine.handle_ack(a)
@@ -494,7 +511,7 @@ pub fn replay_files(
 ) -> Result<(Engine, ReplayCounts), ReplayError> {
     let mut engine = Engine::new(Arc::clone(&config));
     let mut out = OutputFiles::create(out_dir, &config.sla_version)?;
-    let mut merged = MergedInputs::open(inputs, || engine.add_source())?;
+    let mut merged = MergedInputs::open(inputs, &config, || engine.add_source())?;
     let mut counts = ReplayCounts::default();
     let mut next_progress = progress_every.max(1);
     let mut dead = Vec::new();

@@ -131,7 +131,7 @@ fn run(dir: &std::path::Path, split: Option<usize>) -> Vec<Output> {
     let cfg = common::load_config(&dir.join("sla.yaml"));
     let mut engine = Engine::new(Arc::clone(&cfg));
     let mut merged =
-        MergedInputs::open(&common::inputs(dir), || engine.add_source()).expect("open");
+        MergedInputs::open(&common::inputs(dir), &cfg, || engine.add_source()).expect("open");
     let (mut counts, mut dead) = (ReplayCounts::default(), Vec::new());
     let mut outputs = Vec::new();
     let mut step_no = 0;

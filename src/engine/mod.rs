@@ -23,7 +23,7 @@ use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
 use crate::escalation::Escalation;
 use crate::event::{Ack, AckAction, AckTarget, Event, FeatureValue, Inference, Label, Status};
 use crate::incident_log::IncidentLog;
-use crate::join::{JoinState, Joined, Match, RequestKey, Unlabeled};
+use crate::join::{JoinState, Joined, Match, Unlabeled};
 use crate::metric::{Family, Task, ALL_FEATURES, SCORE};
 use crate::output::{
     BreachEvent, BreachKind, BurnRateFired, EscalationEvent, MetricSnapshot, Output,
@@ -32,7 +32,9 @@ use crate::output::{
 use crate::profile::Profile;
 use crate::series::{Fact, RecordStats, SegmentKey, Series};
 
+mod keys;
 mod shard;
+pub use keys::EventKeys;
 use crate::summary::Measured;
 use crate::time::{format_duration, format_rfc3339, Millis};
 use crate::watermark::{SourceId, Watermark};
@@ -541,6 +543,13 @@ impl Engine {
             .ok_or_else(|| Reason::UnknownModel(model_id.to_string()))
     }
 
+    fn keyed_model(&self, keys: EventKeys, model_id: &str) -> Result<usize, Reason> {
+        keys.model
+            .map(|m| m as usize)
+            .filter(|&m| m < self.config.models.len())
+            .ok_or_else(|| Reason::UnknownModel(model_id.to_string()))
+    }
+
     fn check_time(&self, time: Millis) -> Result<(), Reason> {
         let limit = self.config.defaults.max_time_jump;
         match self.state.watermark.max_seen() {
@@ -577,15 +586,31 @@ impl Engine {
 
     /// One inference event from `source`. An `Err` is a rejection: the shell dead-letters it.
     pub fn handle_inference(&mut self, source: SourceId, ev: &Inference) -> Result<(), Reason> {
-        let result = self.inference(source, ev);
+        let keys = EventKeys::new(&self.config, &ev.model_id, &ev.request_id);
+        self.handle_inference_keyed(source, ev, keys)
+    }
+
+    /// [`Engine::handle_inference`] with the event's keys computed beforehand.
+    pub fn handle_inference_keyed(
+        &mut self,
+        source: SourceId,
+        ev: &Inference,
+        keys: EventKeys,
+    ) -> Result<(), Reason> {
+        let result = self.inference(source, ev, keys);
         if result.is_err() {
             self.state.stats.rejected += 1;
         }
         result
     }
 
-    fn inference(&mut self, source: SourceId, ev: &Inference) -> Result<(), Reason> {
-        let mi = self.model_index(&ev.model_id)?;
+    fn inference(
+        &mut self,
+        source: SourceId,
+        ev: &Inference,
+        keys: EventKeys,
+    ) -> Result<(), Reason> {
+        let mi = self.keyed_model(keys, &ev.model_id)?;
         let model = &self.config.models[mi];
         self.check_time(ev.timestamp)?;
         let ok = ev.status == Status::Ok;
@@ -664,7 +689,7 @@ impl Engine {
         );
         let dims = ms.tuples.intern(&tuple);
         ms.scratch = tuple;
-        let key = RequestKey::of(&ev.request_id);
+        let key = keys.request;
         let joined = match kind {
             Some(kind) => state.join.insert_prediction(
                 mi as u32,
@@ -696,6 +721,7 @@ impl Engine {
             }
             match ms.versions.get_mut(&k) {
                 Some(latest) if latest.0 > ev.timestamp => {}
+                Some(latest) if latest.1 == *v => latest.0 = ev.timestamp,
                 Some(latest) => *latest = (ev.timestamp, v.clone()),
                 None => {
                     ms.versions.insert(k, (ev.timestamp, v.clone()));
@@ -728,15 +754,26 @@ impl Engine {
 
     /// One label event from `source`. An `Err` is a rejection: the shell dead-letters it.
     pub fn handle_label(&mut self, source: SourceId, ev: &Label) -> Result<(), Reason> {
-        let result = self.label(source, ev);
+        let keys = EventKeys::new(&self.config, &ev.model_id, &ev.request_id);
+        self.handle_label_keyed(source, ev, keys)
+    }
+
+    /// [`Engine::handle_label`] with the event's keys computed beforehand.
+    pub fn handle_label_keyed(
+        &mut self,
+        source: SourceId,
+        ev: &Label,
+        keys: EventKeys,
+    ) -> Result<(), Reason> {
+        let result = self.label(source, ev, keys);
         if result.is_err() {
             self.state.stats.rejected += 1;
         }
         result
     }
 
-    fn label(&mut self, source: SourceId, ev: &Label) -> Result<(), Reason> {
-        let mi = self.model_index(&ev.model_id)?;
+    fn label(&mut self, source: SourceId, ev: &Label, keys: EventKeys) -> Result<(), Reason> {
+        let mi = self.keyed_model(keys, &ev.model_id)?;
         let model = &self.config.models[mi];
         self.check_time(ev.timestamp)?;
         let ms = &mut self.state.models[mi];
@@ -776,7 +813,7 @@ impl Engine {
         }
         let joined = self.state.join.insert_label(
             mi as u32,
-            RequestKey::of(&ev.request_id),
+            keys.request,
             ev.timestamp,
             model.early_label_ttl,
             truth,
