@@ -1,8 +1,9 @@
 //! Throughput of `run` on a Kafka cluster against a consume-and-discard consumer: produces
 //! the scripted scenario to fresh topics, reads them once with an rdkafka consumer created
 //! with the same client settings as `run`'s (discarding every message), then runs the
-//! consumer group until its checkpoint covers every input message, and prints both
-//! events/s and their ratio.
+//! consumer group with `run`'s defaults until its shards have taken every input message
+//! (the throughput) and its checkpoint covers them all, and prints both events/s and
+//! their ratio.
 //!
 //!     bash scripts/kafka.sh start
 //!     cargo run --release --example kafka_throughput -- 127.0.0.1:19092 6h 10
@@ -172,27 +173,46 @@ async fn main() -> anyhow::Result<()> {
 
     let config = Arc::new(slaguard::config::load(&state.join("sla.yaml"))?);
     let token = CancellationToken::new();
+    // `run`'s defaults: a checkpoint (engine snapshot, output flush, commit) every 5 s.
     let options = RunOptions {
         group: format!("{prefix}group"),
         state_dir: state.clone(),
-        commit_interval: Duration::from_millis(200),
+        commit_interval: Duration::from_secs(5),
         shutdown_timeout: Duration::from_secs(30),
         instance_id: None,
         exactly_once: false,
         snapshot_interval: Duration::from_secs(60),
     };
+    let telemetry = Arc::new(slaguard::telemetry::Telemetry::new(&config));
+    let (_sla, sla) = tokio::sync::watch::channel(config);
     let started = Instant::now();
-    let run = tokio::spawn(processor::run(
-        config,
+    let run = tokio::spawn(processor::run_live(
+        sla,
         s.clone(),
         options.clone(),
         token.clone(),
+        Arc::clone(&telemetry),
     ));
-    // Done when the checkpoint (written every 200 ms, after every output is acknowledged)
-    // covers every input message.
+    // Throughput: until the shards have taken every input message (applied or dead
+    // letter), as their figures (published every 200 ms) show. Then, apart, until the
+    // checkpoint covers every message: every output acknowledged and offsets committed.
+    let inputs = [&s.inferences_topic, &s.labels_topic, &s.acks_topic];
+    let taken = || -> u64 {
+        telemetry.stage_report("shard").map_or(0, |r| {
+            r.messages
+                .iter()
+                .filter(|((topic, _), _)| inputs.contains(&topic))
+                .map(|(_, n)| n)
+                .sum()
+        })
+    };
     let store = slaguard::kafka::checkpoint::CheckpointStore::new(&state, &options.group);
-    let elapsed = loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut elapsed = None;
+    let committed = loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if elapsed.is_none() && taken() >= total {
+            elapsed = Some(started.elapsed());
+        }
         let covered: i64 = store
             .load()?
             .map_or(0, |c| c.offsets.iter().map(|(_, _, o)| *o).sum());
@@ -204,14 +224,16 @@ async fn main() -> anyhow::Result<()> {
             "not done after 10 minutes ({covered} of {total})"
         );
     };
+    let elapsed = elapsed.unwrap_or(committed);
     token.cancel();
     let summary = run.await??;
     let _ = std::fs::remove_dir_all(&state);
     let rate = total as f64 / elapsed.as_secs_f64();
     println!(
-        "run: {total} events in {:.2}s = {rate:.0} events/s, {:.2} of consume-and-discard ({} snapshots, {} breach events, {} checkpoints)",
+        "run: {total} events in {:.2}s = {rate:.0} events/s, {:.2} of consume-and-discard; all committed after {:.2}s ({} snapshots, {} breach events, {} checkpoints)",
         elapsed.as_secs_f64(),
         rate / floor_rate,
+        committed.as_secs_f64(),
         summary.outputs.metrics,
         summary.outputs.breaches,
         summary.checkpoints

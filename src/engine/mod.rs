@@ -40,6 +40,11 @@ use crate::time::{format_duration, format_rfc3339, Millis};
 use crate::watermark::{SourceId, Watermark};
 use shard::ShardBuffer;
 
+/// The interners' maps: looked up for every event, keyed by short strings and tuples, so
+/// hashed with foldhash rather than SipHash (no untrusted party chooses the keys' hashes
+/// to any effect: a collision only slows one lookup).
+type IdMap<K> = HashMap<K, u32, foldhash::fast::FixedState>;
+
 /// Interned value ids reserved in every dimension.
 const OTHER: u32 = 0;
 const MISSING: u32 = 1;
@@ -51,14 +56,14 @@ const MAX_CLASSES: usize = 10_000;
 struct Interner {
     values: Vec<String>,
     #[serde(skip)]
-    ids: HashMap<String, u32>,
+    ids: IdMap<String>,
 }
 
 impl Interner {
     fn new() -> Interner {
         let mut i = Interner {
             values: Vec::new(),
-            ids: HashMap::new(),
+            ids: IdMap::default(),
         };
         i.intern("__other__", usize::MAX);
         i.intern("__missing__", usize::MAX);
@@ -106,7 +111,7 @@ impl Interner {
 struct Tuples {
     tuples: Vec<Box<[u32]>>,
     #[serde(skip)]
-    ids: HashMap<Box<[u32]>, u32>,
+    ids: IdMap<Box<[u32]>>,
 }
 
 impl Tuples {
