@@ -478,7 +478,12 @@ impl MergedInputs {
 
     /// Hands the next event of input `i` to the engine; a rejection becomes a dead letter.
     pub fn apply(&mut self, engine: &mut Engine, i: usize) -> Option<DeadLetter> {
-        let source = self.sources.get(i).copied().flatten().unwrap_or(SourceId(i));
+        let source = self
+            .sources
+            .get(i)
+            .copied()
+            .flatten()
+            .unwrap_or(SourceId(i));
         let c = self.cursors.get_mut(i)?;
         let result = match c.next_keyed()? {
             (Event::Inference(e), Some(keys)) => engine.handle_inference_keyed(source, e, keys),

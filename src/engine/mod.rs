@@ -34,10 +34,10 @@ use crate::series::{Fact, RecordStats, SegmentKey, Series};
 
 mod keys;
 mod shard;
-pub use keys::EventKeys;
 use crate::summary::Measured;
 use crate::time::{format_duration, format_rfc3339, Millis};
 use crate::watermark::{SourceId, Watermark};
+pub use keys::EventKeys;
 use shard::ShardBuffer;
 
 /// The interners' maps: looked up for every event, keyed by short strings and tuples, so
