@@ -100,8 +100,41 @@ struct RawInference<'a> {
     #[serde(borrow)]
     status: Option<Cow<'a, str>>,
     prediction: Option<RawPrediction>,
-    attributes: Option<BTreeMap<String, Option<Text>>>,
-    features: Option<BTreeMap<String, Feature>>,
+    attributes: Option<Pairs<Option<Text>>>,
+    features: Option<Pairs<Feature>>,
+}
+
+/// A JSON object read into its (key, value) pairs sorted by key, a later duplicate key
+/// replacing the earlier one (as an ordered map would take them, without its nodes).
+struct Pairs<V>(Vec<(String, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PairsVisitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for PairsVisitor<V> {
+            type Value = Pairs<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut a: A) -> Result<Pairs<V>, A::Error> {
+                let mut pairs: Vec<(String, V)> = Vec::with_capacity(a.size_hint().unwrap_or(4));
+                while let Some(entry) = a.next_entry::<String, V>()? {
+                    pairs.push(entry);
+                }
+                // Stable: duplicates stay in the order sent, and the last one is kept.
+                pairs.sort_by(|x, y| x.0.cmp(&y.0));
+                let mut out: Vec<(String, V)> = Vec::with_capacity(pairs.len());
+                for (k, v) in pairs {
+                    match out.last_mut() {
+                        Some(last) if last.0 == k => last.1 = v,
+                        _ => out.push((k, v)),
+                    }
+                }
+                Ok(Pairs(out))
+            }
+        }
+        d.deserialize_map(PairsVisitor(std::marker::PhantomData))
+    }
 }
 
 /// A feature value of any JSON type; lists and objects become `Other` (a schema
@@ -173,6 +206,16 @@ struct RawAck {
 }
 
 fn from_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Reason> {
+    // Most events are valid: the path to the bad field is tracked (a string per key
+    // read) only once there is one.
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Ok(value),
+        Err(_) => from_json_tracked(bytes),
+    }
+}
+
+/// [`from_json`] keeping the path to the field that fails, for its [`Reason`].
+fn from_json_tracked<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Reason> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(classify)?;
     de.end().map_err(|e| Reason::NotJson(e.to_string()))?;
@@ -241,6 +284,7 @@ pub fn inference(bytes: &[u8]) -> Result<Inference, Reason> {
     let raw: RawInference = from_json(bytes)?;
     let attributes = raw
         .attributes
+        .map(|p| p.0)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v.0)))
@@ -260,6 +304,7 @@ pub fn inference(bytes: &[u8]) -> Result<Inference, Reason> {
         attributes,
         features: raw
             .features
+            .map(|p| p.0)
             .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k, v.0))

@@ -197,8 +197,14 @@ impl Engine {
     /// join state, but the facts it makes were counted then. (Facts a later, first-read
     /// event makes with it count.)
     pub fn handle_replayed(&mut self, source: SourceId, event: Event) -> Result<(), Reason> {
+        self.replaying(|engine| engine.handle(source, event))
+    }
+
+    /// Runs `f` (which hands the engine events) with every event taken as
+    /// [`Engine::handle_replayed`] takes its.
+    pub fn replaying<R>(&mut self, f: impl FnOnce(&mut Engine) -> R) -> R {
         self.state.replaying = true;
-        let result = self.handle(source, event);
+        let result = f(self);
         self.state.replaying = false;
         result
     }

@@ -4,6 +4,7 @@
 //! call, clock and file.
 
 pub mod checkpoint;
+mod decoder;
 pub mod handover;
 pub mod partials;
 pub mod preflight;

@@ -29,9 +29,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use futures_core::Stream;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
@@ -40,14 +43,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{fingerprint, Checkpoint, CheckpointStore, CommitMark};
+use super::decoder::{Decoder, InputBatch, InputMessage};
 use super::handover;
 use super::partials::{PartialMessage, MAX_MESSAGE_BYTES};
 use super::sink::{Sink, SinkCounts};
 use super::{preflight, KafkaSettings, KafkaShellError};
-use crate::avro::Codecs;
 use crate::config::SlaConfig;
 use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
-use crate::decode;
 use crate::engine::Engine;
 use crate::event::Event;
 use crate::telemetry::{Outcome, StageReport, Telemetry};
@@ -154,7 +156,6 @@ struct State {
     stage: Stage,
     config: Arc<SlaConfig>,
     settings: KafkaSettings,
-    codecs: Codecs,
     engine: Engine,
     sink: Sink,
     store: CheckpointStore,
@@ -196,9 +197,12 @@ struct State {
     dead_reasons: BTreeMap<&'static str, u64>,
     /// The current assignment has been taken (state restored, taken over or rebuilt).
     ready: bool,
+    /// A shard's decoding thread.
+    decoder: Option<Decoder>,
 }
 
 impl State {
+    /// The evaluator reads one message of partial batches.
     fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<(), KafkaShellError> {
         let key = (m.topic().to_string(), m.partition());
         let offset = m.offset();
@@ -206,36 +210,87 @@ impl State {
             self.count(&key.0, Outcome::Skipped);
             return Ok(());
         }
-        match self.stage {
-            Stage::Shard(_) => self.handle_input(&key, m)?,
-            Stage::Evaluator(_) => self.handle_partials(&key, m)?,
-        }
+        self.handle_partials(&key, m)?;
         self.offsets.insert(key.clone(), offset + 1);
         self.last_message.insert(key.clone(), Instant::now());
         self.idle.remove(&key);
         Ok(())
     }
 
-    /// A shard reads one input message.
-    fn handle_input(
-        &mut self,
-        key: &PartitionKey,
-        m: &BorrowedMessage<'_>,
-    ) -> Result<(), KafkaShellError> {
-        let Some(kind) = self.settings.role(&key.0) else {
+    /// An empty batch for a shard to fill with input messages.
+    fn input_batch(&mut self) -> InputBatch {
+        self.decoder
+            .as_mut()
+            .map(Decoder::batch)
+            .unwrap_or_default()
+    }
+
+    /// A shard hands a batch of input messages over to be decoded, and applies the
+    /// batches decoded before it; this one too when `settle` (the consumer has nothing
+    /// more ready), else it is applied with the next.
+    fn submit(&mut self, batch: InputBatch, settle: bool) -> Result<(), KafkaShellError> {
+        let Some(decoder) = self.decoder.as_mut() else {
             return Ok(());
         };
-        let (partition, offset) = (key.1, m.offset());
-        let payload = m.payload().unwrap_or(&[]);
-        let origin = || Origin {
-            input: kind,
-            position: Position::Offset {
-                topic: key.0.clone(),
-                partition,
-                offset,
-            },
-            raw: payload.to_vec(),
-        };
+        if batch.is_empty() {
+            decoder.recycle(batch);
+        } else {
+            decoder.submit(batch)?;
+        }
+        self.apply_decoded(usize::from(!settle))
+    }
+
+    /// Applies every batch in flight: what is read is in the state.
+    fn settle(&mut self) -> Result<(), KafkaShellError> {
+        self.apply_decoded(0)
+    }
+
+    /// Applies decoded batches, oldest first, until `keep` are left in flight.
+    fn apply_decoded(&mut self, keep: usize) -> Result<(), KafkaShellError> {
+        while self.decoder.as_ref().is_some_and(|d| d.in_flight() > keep) {
+            let Some(batch) = self
+                .decoder
+                .as_mut()
+                .map(Decoder::take)
+                .transpose()?
+                .flatten()
+            else {
+                break;
+            };
+            let applied = self.apply_batch(&batch);
+            if let Some(d) = self.decoder.as_mut() {
+                d.recycle(batch);
+            }
+            applied?;
+        }
+        Ok(())
+    }
+
+    /// A shard applies a decoded batch, message by message in the order read.
+    fn apply_batch(&mut self, batch: &InputBatch) -> Result<(), KafkaShellError> {
+        let now = Instant::now();
+        for (topic, partition, run) in batch.partitions() {
+            let key = (topic.to_string(), partition);
+            if let Some(next) = self.apply_run(&key, batch, run)? {
+                self.offsets.insert(key.clone(), next);
+                self.last_message.insert(key.clone(), now);
+                self.idle.remove(&key);
+            }
+        }
+        let batches = self.engine.ready_batches();
+        self.send_batches(batches)
+    }
+
+    /// Applies consecutive messages of partition `key`; returns the offset to read next,
+    /// unless every message was skipped.
+    fn apply_run(
+        &mut self,
+        key: &PartitionKey,
+        batch: &InputBatch,
+        run: &[InputMessage],
+    ) -> Result<Option<i64>, KafkaShellError> {
+        let skip_below = self.skip_below.get(key).copied();
+        let dead_below = self.dead_below.get(key).copied();
         let source = match self.sources.get(key) {
             Some(s) => *s,
             None => {
@@ -245,88 +300,118 @@ impl State {
                 s
             }
         };
-        let replay_until = match &self.stage {
-            Stage::Shard(shard) => shard.replay_until.get(key).copied(),
-            Stage::Evaluator(_) => None,
-        };
-        let replayed = replay_until.is_some_and(|u| offset < u);
-        self.summary.replayed += u64::from(replayed);
-        let result = self.decode_and_apply(key, offset, kind, source, payload, &origin, replayed);
-        let seen = replayed || self.dead_below.get(key).is_some_and(|d| offset < *d);
-        let outcome = match (&result, replayed) {
-            (_, true) => Outcome::Reread,
-            (Ok(()), false) => Outcome::Applied,
-            (Err(_), false) => Outcome::DeadLetter,
-        };
-        self.count(&key.0, outcome);
-        if let (Err(reason), false) = (result, seen) {
-            *self.dead_reasons.entry(reason.code()).or_default() += 1;
-            self.sink.dead_letter(
-                &DeadLetter {
+        let mut counts = [0u64; 4];
+        let mut next = None;
+        for m in run {
+            let offset = m.offset;
+            if skip_below.is_some_and(|s| offset < s) {
+                counts[Outcome::Skipped as usize] += 1;
+                continue;
+            }
+            next = Some(offset + 1);
+            // Not an input topic: read past, nothing else (cannot happen: the shard
+            // subscribes to the inputs only).
+            let (Some(kind), Some(decoded)) = (m.kind, &m.decoded) else {
+                continue;
+            };
+            let replay_until = match &self.stage {
+                Stage::Shard(shard) => shard.replay_until.get(key).copied(),
+                Stage::Evaluator(_) => None,
+            };
+            let replayed = replay_until.is_some_and(|u| offset < u);
+            self.summary.replayed += u64::from(replayed);
+            let origin = || Origin {
+                input: kind,
+                position: Position::Offset {
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    offset,
+                },
+                raw: batch.payload(m).to_vec(),
+            };
+            let result = self.apply_message(key, source, m, decoded, &origin, replayed);
+            let seen = replayed || dead_below.is_some_and(|d| offset < d);
+            let outcome = match (&result, replayed) {
+                (_, true) => Outcome::Reread,
+                (Ok(()), false) => Outcome::Applied,
+                (Err(_), false) => Outcome::DeadLetter,
+            };
+            counts[outcome as usize] += 1;
+            if let (Err(reason), false) = (result, seen) {
+                *self.dead_reasons.entry(reason.code()).or_default() += 1;
+                let letter = DeadLetter {
                     origin: origin(),
                     reason,
-                },
-                m.key(),
-            )?;
+                };
+                if let Err(e) = self.sink.dead_letter(&letter, batch.key(m)) {
+                    self.count_all(&key.0, counts);
+                    return Err(e);
+                }
+            }
+            if replay_until.is_some_and(|u| offset + 1 >= u) {
+                self.replayed(key);
+            }
+            self.summary.messages += 1;
         }
-        if replay_until.is_some_and(|u| offset + 1 >= u) {
-            self.replayed(key);
-        }
-        self.summary.messages += 1;
-        let batches = self.engine.ready_batches();
-        self.send_batches(batches)
+        self.count_all(&key.0, counts);
+        Ok(next)
     }
 
+    /// Hands one decoded input message to the engine.
     #[allow(clippy::too_many_arguments)]
-    fn decode_and_apply(
+    fn apply_message(
         &mut self,
         key: &PartitionKey,
-        offset: i64,
-        kind: InputKind,
         source: Option<SourceId>,
-        payload: &[u8],
+        m: &InputMessage,
+        decoded: &Result<Event, Reason>,
         origin: &impl Fn() -> Origin,
         replayed: bool,
     ) -> Result<(), Reason> {
-        let format = self.settings.formats.input(kind);
-        let event = match decode::event(kind, format, payload, &self.codecs)? {
-            Event::Ack(mut a) => {
-                a.origin = Some(origin());
-                Event::Ack(a)
-            }
-            other => other,
-        };
+        let event = decoded.as_ref().map_err(Reason::clone)?;
         // Remember the first offset of each interval of event time: a rebuild restarts
         // from the interval that the oldest live state reaches back to.
-        self.mark(key, event.time().div_euclid(self.every), offset);
+        self.mark(key, event.time().div_euclid(self.every), m.offset);
         let source = source.unwrap_or(SourceId(usize::MAX));
-        let ack_time = match &event {
-            Event::Ack(a) => Some(a.timestamp),
-            _ => None,
+        let apply = |engine: &mut Engine| match (event, m.keys) {
+            (Event::Inference(e), Some(keys)) => engine.handle_inference_keyed(source, e, keys),
+            (Event::Label(e), Some(keys)) => engine.handle_label_keyed(source, e, keys),
+            (Event::Ack(a), _) => {
+                let mut a = a.clone();
+                a.origin = Some(origin());
+                engine.handle_ack(a)
+            }
+            (other, None) => engine.handle(source, other.clone()),
         };
         let result = if replayed {
-            self.engine.handle_replayed(source, event)
+            self.engine.replaying(apply)
         } else {
-            self.engine.handle(source, event)
+            apply(&mut self.engine)
         };
-        if let Some(t) = ack_time {
+        if let Event::Ack(a) = event {
             // An acks partition holds the watermark while it has unread acks (see
             // `check_idle`), so an ack is never read after the data passed its time.
-            self.engine.observe_source(source, t);
+            self.engine.observe_source(source, a.timestamp);
         }
         result
     }
 
-    fn count(&mut self, topic: &str, outcome: Outcome) {
-        let i = outcome as usize;
+    fn count_all(&mut self, topic: &str, counts: [u64; 4]) {
+        if counts.iter().all(|n| *n == 0) {
+            return;
+        }
         match self.read.get_mut(topic) {
-            Some(c) => c[i] += 1,
+            Some(c) => c.iter_mut().zip(counts).for_each(|(c, n)| *c += n),
             None => {
-                let mut c = [0; 4];
-                c[i] = 1;
-                self.read.insert(topic.to_string(), c);
+                self.read.insert(topic.to_string(), counts);
             }
         }
+    }
+
+    fn count(&mut self, topic: &str, outcome: Outcome) {
+        let mut counts = [0; 4];
+        counts[outcome as usize] = 1;
+        self.count_all(topic, counts);
     }
 
     /// Takes a reloaded SLA (checked by the reloader) from the next instant on.
@@ -379,9 +464,16 @@ impl State {
     }
 
     fn mark(&mut self, key: &PartitionKey, interval: i64, offset: i64) {
-        let marks = self.marks.entry(key.clone()).or_default();
-        if marks.back().is_none_or(|(k, _)| interval > *k) {
-            marks.push_back((interval, offset));
+        match self.marks.get_mut(key) {
+            Some(marks) => {
+                if marks.back().is_none_or(|(k, _)| interval > *k) {
+                    marks.push_back((interval, offset));
+                }
+            }
+            None => {
+                self.marks
+                    .insert(key.clone(), VecDeque::from([(interval, offset)]));
+            }
         }
     }
 
@@ -509,6 +601,7 @@ impl State {
     /// data back until read. Also ends the re-reading of moved partitions that have no
     /// more messages to re-read.
     fn check_idle(&mut self) -> Result<(), KafkaShellError> {
+        self.settle()?;
         let Stage::Shard(shard) = &self.stage else {
             return Ok(());
         };
@@ -615,6 +708,7 @@ impl State {
         consumer: &impl Consumer<C>,
         timeout: Duration,
     ) -> Result<(), KafkaShellError> {
+        self.settle()?;
         if let Stage::Shard(shard) = &self.stage {
             let due = shard
                 .last_snapshot
@@ -671,6 +765,7 @@ impl State {
         consumer: &impl Consumer<C>,
         timeout: Duration,
     ) -> Result<(), KafkaShellError> {
+        self.settle()?;
         let batches = self.engine.take_batches();
         self.send_batches(batches)?;
         self.snapshot_join_state()?;
@@ -1056,6 +1151,9 @@ pub fn evaluator_horizon(config: &SlaConfig) -> Millis {
 /// The consumer context: rebalances go through the same drain as shutdown.
 struct GroupContext {
     state: Arc<Mutex<State>>,
+    /// Rebalances so far: messages read before one and not yet handed to the state are
+    /// dropped (the consumer reads them again from the state's offsets).
+    rebalances: Arc<AtomicU64>,
     timeout: Duration,
     telemetry: Arc<Telemetry>,
     stage: &'static str,
@@ -1103,6 +1201,7 @@ impl ConsumerContext for GroupContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.on_assign(consumer, tpl);
@@ -1207,6 +1306,7 @@ impl GroupContext {
 struct StageRunner {
     state: Arc<Mutex<State>>,
     consumer: StreamConsumer<GroupContext>,
+    rebalances: Arc<AtomicU64>,
 }
 
 /// A transactional id per instance and stage: a restarted instance fences its
@@ -1268,7 +1368,6 @@ fn make_stage(
         stage: spec.stage.clone(),
         engine: Engine::new(Arc::clone(config)),
         sink,
-        codecs: Codecs::new()?,
         store: CheckpointStore::new(&options.state_dir, &spec.group),
         fingerprint: fingerprint(config),
         idle_timeout: Duration::from_millis(config.defaults.idle_timeout.max(0) as u64),
@@ -1293,9 +1392,15 @@ fn make_stage(
         read: BTreeMap::new(),
         dead_reasons: BTreeMap::new(),
         ready: false,
+        decoder: match spec.stage {
+            Stage::Shard(_) => Some(Decoder::spawn(settings, config)?),
+            Stage::Evaluator(_) => None,
+        },
     }));
+    let rebalances = Arc::new(AtomicU64::new(0));
     let context = GroupContext {
         state: Arc::clone(&state),
+        rebalances: Arc::clone(&rebalances),
         timeout: options.shutdown_timeout,
         telemetry: Arc::clone(&spec.telemetry),
         stage: spec.stage.name(),
@@ -1307,7 +1412,11 @@ fn make_stage(
     let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
     let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    Ok(StageRunner { state, consumer })
+    Ok(StageRunner {
+        state,
+        consumer,
+        rebalances,
+    })
 }
 
 /// Whether a stage that failed this way is worth making again: the cluster may come
@@ -1390,8 +1499,12 @@ async fn run_stage(
     stop: CancellationToken,
     sla: watch::Receiver<Arc<SlaConfig>>,
 ) -> (RunSummary, Result<(), KafkaShellError>) {
-    let StageRunner { state, consumer } = runner;
-    let mut result = stage_loop(&state, &consumer, options, &stop, sla).await;
+    let StageRunner {
+        state,
+        consumer,
+        rebalances,
+    } = runner;
+    let mut result = stage_loop(&state, &consumer, &rebalances, options, &stop, sla).await;
     if result.is_ok() && matches!(lock(&state).stage, Stage::Evaluator(_)) {
         result = catch_up(&state, &consumer, options.shutdown_timeout / 2).await;
     }
@@ -1451,15 +1564,54 @@ async fn catch_up(
     }
 }
 
+/// Most input messages a shard copies from the consumer into one batch.
+const BATCH_MESSAGES: usize = 1024;
+
+/// A shard's next batch: `first` and what else the consumer has ready now, up to
+/// [`BATCH_MESSAGES`]. Messages read before a rebalance are dropped. Returns whether the
+/// consumer had nothing more ready.
+fn gather(
+    batch: &mut InputBatch,
+    first: &BorrowedMessage<'_>,
+    consumer: &StreamConsumer<GroupContext>,
+    rebalances: &AtomicU64,
+) -> bool {
+    let mut generation = rebalances.load(Ordering::SeqCst);
+    batch.push(first);
+    let mut stream = consumer.stream();
+    let mut cx = Context::from_waker(Waker::noop());
+    while batch.len() < BATCH_MESSAGES {
+        let polled = std::pin::Pin::new(&mut stream).poll_next(&mut cx);
+        let now = rebalances.load(Ordering::SeqCst);
+        if now != generation {
+            // Revoked (and maybe assigned again) inside that poll: what was read before
+            // is read again from the offsets the state stands at.
+            batch.clear();
+            generation = now;
+        }
+        match polled {
+            Poll::Ready(Some(Ok(m))) => batch.push(&m),
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!(error = %e, "consumer error; librdkafka retries");
+                return true;
+            }
+            Poll::Ready(None) | Poll::Pending => return true,
+        }
+    }
+    false
+}
+
 async fn stage_loop(
     state: &Mutex<State>,
     consumer: &StreamConsumer<GroupContext>,
+    rebalances: &AtomicU64,
     options: &RunOptions,
     stop: &CancellationToken,
     mut sla: watch::Receiver<Arc<SlaConfig>>,
 ) -> Result<(), KafkaShellError> {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_checkpoint = Instant::now();
+    let shard = matches!(lock(state).stage, Stage::Shard(_));
     loop {
         tokio::select! {
             biased;
@@ -1484,6 +1636,12 @@ async fn stage_loop(
                 s.publish();
             }
             message = consumer.recv() => match message {
+                Ok(m) if shard => {
+                    let mut batch = lock(state).input_batch();
+                    let settle = gather(&mut batch, &m, consumer, rebalances);
+                    drop(m);
+                    lock(state).submit(batch, settle)?;
+                }
                 Ok(m) => lock(state).handle(&m)?,
                 Err(e) => tracing::warn!(error = %e, "consumer error; librdkafka retries"),
             },
