@@ -217,6 +217,23 @@ impl AnySummary {
         each_family!(AnySummary, self, s => s.apply(&fact, threshold_ms))
     }
 
+    /// Adds `other`'s facts, when it is of the same family (else nothing).
+    pub fn merge(&mut self, other: &AnySummary) {
+        use AnySummary as S;
+        match (self, other) {
+            (S::Binary(a), S::Binary(b)) => a.merge(b),
+            (S::Multiclass(a), S::Multiclass(b)) => a.merge(b),
+            (S::Regression(a), S::Regression(b)) => a.merge(b),
+            (S::Latency(a), S::Latency(b)) => a.merge(b),
+            (S::LatencyUnder(a), S::LatencyUnder(b)) => a.merge(b),
+            (S::Reliability(a), S::Reliability(b)) => a.merge(b),
+            (S::Labels(a), S::Labels(b)) => a.merge(b),
+            (S::Drift(a), S::Drift(b)) => a.merge(b),
+            (S::Quality(a), S::Quality(b)) => a.merge(b),
+            _ => {}
+        }
+    }
+
     /// The multiclass summary's class ids, renamed (a shard's ids into the evaluator's).
     pub fn map_classes(&mut self, rename: impl Fn(u32) -> u32) {
         if let AnySummary::Multiclass(m) = self {

@@ -3,7 +3,7 @@
 //! shard's batches into its windows and evaluates them as one engine reading everything
 //! would.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::{fold_overflow, Engine, Pred, PredKind, Truth, MAX_CLASSES, MISSING, OTHER};
@@ -21,7 +21,10 @@ use crate::watermark::SourceId;
 /// What a shard has summarised since its last batch.
 #[derive(Debug, Clone, Default)]
 pub(super) struct ShardBuffer {
-    pub(super) items: BTreeMap<(u32, u32, SegmentKey, i64), AnySummary>,
+    /// Per (model, series, dimension tuple, interval): a tuple, not the series' segment,
+    /// so that recording finds its summary without building a key; the tuples of one
+    /// segment are merged when the batch closes.
+    pub(super) items: HashMap<(u32, u32, u32, i64), AnySummary, foldhash::fast::FixedState>,
     pub(super) versions: BTreeSet<(u32, i64)>,
     pub(super) started: Vec<(u32, Millis)>,
     pub(super) acks: Vec<Ack>,
@@ -61,7 +64,25 @@ impl Engine {
             ..PartialBatch::default()
         };
         let mut multiclass: BTreeSet<u32> = BTreeSet::new();
-        for ((model, series, key, interval), summary) in std::mem::take(&mut buffer.items) {
+        let mut items: BTreeMap<(u32, u32, SegmentKey, i64), AnySummary> = BTreeMap::new();
+        for ((model, series, tuple, interval), summary) in buffer.items.drain() {
+            let ms = &state.models[model as usize];
+            let dims = ms.tuples.get(tuple);
+            let key: SegmentKey = ms.series[series as usize]
+                .dims
+                .iter()
+                .map(|&d| dims.get(d).copied().unwrap_or(MISSING))
+                .collect();
+            match items.entry((model, series, key, interval)) {
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    e.get_mut().merge(&summary);
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(summary);
+                }
+            }
+        }
+        for ((model, series, key, interval), summary) in items {
             let ms = &state.models[model as usize];
             let s = &ms.series[series as usize];
             if matches!(summary, AnySummary::Multiclass(_)) {
@@ -344,20 +365,14 @@ impl Engine {
             return;
         }
         let ms = &self.state.models[mi];
-        let dims = ms.tuples.get(dims);
         for (si, s) in ms.series.iter().enumerate() {
             if !s.uses(&fact) {
                 continue;
             }
-            let key: SegmentKey = s
-                .dims
-                .iter()
-                .map(|&d| dims.get(d).copied().unwrap_or(MISSING))
-                .collect();
             self.state
                 .buffer
                 .items
-                .entry((mi as u32, si as u32, key, k))
+                .entry((mi as u32, si as u32, dims, k))
                 .or_insert_with(|| AnySummary::new(s.family))
                 .record(fact, s.threshold_ms());
         }

@@ -1641,6 +1641,10 @@ async fn stage_loop(
                     let settle = gather(&mut batch, &m, consumer, rebalances);
                     drop(m);
                     lock(state).submit(batch, settle)?;
+                    // While a backlog is read, `recv` is always ready and the loop would
+                    // never give the runtime its turn: the tick (checkpoints, idleness,
+                    // figures) would wait for the backlog's end.
+                    tokio::task::yield_now().await;
                 }
                 Ok(m) => lock(state).handle(&m)?,
                 Err(e) => tracing::warn!(error = %e, "consumer error; librdkafka retries"),
