@@ -228,6 +228,14 @@ impl Decoder {
         Ok(b)
     }
 
+    /// Drops every batch in flight, unapplied.
+    pub fn discard(&mut self) -> Result<(), KafkaShellError> {
+        while let Some(b) = self.take()? {
+            self.recycle(b);
+        }
+        Ok(())
+    }
+
     /// A batch the engine is done with, to be emptied on the decoding thread.
     pub fn recycle(&mut self, batch: InputBatch) {
         if batch.decoded {
@@ -358,6 +366,20 @@ models:
             assert_eq!(b.messages[0].offset, i);
             d.recycle(b);
         }
+        assert!(d.take().unwrap().is_none());
+    }
+
+    #[test]
+    fn discarding_drops_what_is_in_flight() {
+        let s = settings();
+        let mut d = Decoder::spawn(&s, &config()).unwrap();
+        for i in 0..3 {
+            let mut b = d.batch();
+            b.push_parts(&s.acks_topic, 0, i, Some(b"{}"), None);
+            d.submit(b).unwrap();
+        }
+        d.discard().unwrap();
+        assert_eq!(d.in_flight(), 0);
         assert!(d.take().unwrap().is_none());
     }
 }

@@ -926,6 +926,11 @@ impl State {
     ) -> Result<BTreeMap<PartitionKey, i64>, KafkaShellError> {
         let now = Instant::now();
         let wanted: BTreeSet<&PartitionKey> = assigned.iter().collect();
+        // Input read for an earlier assignment and not applied (a drain on revoke that
+        // failed): the partitions are read again from the offsets taken here.
+        if let Some(d) = self.decoder.as_mut() {
+            d.discard()?;
+        }
         self.offsets.clear();
         self.skip_below.clear();
         self.dead_below.clear();
@@ -1653,6 +1658,37 @@ async fn stage_loop(
     }
 }
 
+/// Checks the cluster (see [`preflight::check`]) and creates `run`'s internal topics
+/// where they do not exist yet: the partials topic (one partition, kept long enough for
+/// an evaluator to rebuild from) and the join-state topic (compacted, one partition per
+/// inferences partition). Returns the partition counts of the topics `run` reads.
+pub async fn ensure_internal_topics(
+    settings: &KafkaSettings,
+    config: &SlaConfig,
+) -> Result<super::PartitionCounts, KafkaShellError> {
+    let counts = preflight::check(settings, true, Duration::from_secs(10))?;
+    // Kept long enough for an evaluator to rebuild from, and a week at least.
+    let retention = (2 * evaluator_horizon(config)).max(7 * 86_400_000);
+    let retention = retention.to_string();
+    preflight::ensure_internal_topic(
+        settings,
+        &counts,
+        &settings.output_topic("partials"),
+        1,
+        &[("cleanup.policy", "delete"), ("retention.ms", &retention)],
+    )
+    .await?;
+    preflight::ensure_internal_topic(
+        settings,
+        &counts,
+        &settings.output_topic("join-state"),
+        counts.get(&settings.inferences_topic).copied().unwrap_or(1),
+        &[("cleanup.policy", "compact")],
+    )
+    .await?;
+    Ok(counts)
+}
+
 /// Runs both stages until `shutdown` is cancelled or an error stops them.
 pub async fn run(
     config: Arc<SlaConfig>,
@@ -1676,28 +1712,9 @@ pub async fn run_live(
     telemetry: Arc<Telemetry>,
 ) -> Result<RunSummary, KafkaShellError> {
     let config = Arc::clone(&sla.borrow());
-    let counts = preflight::check(&settings, true, Duration::from_secs(10))?;
+    let counts = ensure_internal_topics(&settings, &config).await?;
     let horizon = rebuild_horizon(&config);
     let eval_horizon = evaluator_horizon(&config);
-    // Kept long enough for an evaluator to rebuild from, and a week at least.
-    let retention = (2 * eval_horizon).max(7 * 86_400_000);
-    let retention = retention.to_string();
-    preflight::ensure_internal_topic(
-        &settings,
-        &counts,
-        &settings.output_topic("partials"),
-        1,
-        &[("cleanup.policy", "delete"), ("retention.ms", &retention)],
-    )
-    .await?;
-    preflight::ensure_internal_topic(
-        &settings,
-        &counts,
-        &settings.output_topic("join-state"),
-        counts.get(&settings.inferences_topic).copied().unwrap_or(1),
-        &[("cleanup.policy", "compact")],
-    )
-    .await?;
     let known: Vec<PartitionKey> = settings
         .input_topics()
         .iter()
