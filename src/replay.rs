@@ -154,11 +154,7 @@ fn read_file(
                 InputKind::Labels => decode::label(line).map(Event::Label),
                 InputKind::Acks => decode::ack(line).map(Event::Ack),
             };
-            let keys = match &outcome {
-                Ok(Event::Inference(e)) => Some(EventKeys::new(config, &e.model_id, &e.request_id)),
-                Ok(Event::Label(e)) => Some(EventKeys::new(config, &e.model_id, &e.request_id)),
-                _ => None,
-            };
+            let keys = outcome.as_ref().ok().and_then(|e| EventKeys::of(config, e));
             let start = chunk.text.len();
             chunk.text.extend_from_slice(line);
             chunk.lines.push(DecodedLine {

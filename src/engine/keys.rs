@@ -4,6 +4,7 @@
 //! and hand them in with the event.
 
 use crate::config::SlaConfig;
+use crate::event::Event;
 use crate::join::RequestKey;
 
 /// An event's model index and request key, for one SLA's model list. The list is fixed
@@ -21,6 +22,15 @@ impl EventKeys {
         EventKeys {
             model: config.model(model_id).map(|(i, _)| i as u32),
             request: RequestKey::of(request_id),
+        }
+    }
+
+    /// The keys of a decoded inference or label; `None` for an ack, which has none.
+    pub fn of(config: &SlaConfig, event: &Event) -> Option<EventKeys> {
+        match event {
+            Event::Inference(e) => Some(EventKeys::new(config, &e.model_id, &e.request_id)),
+            Event::Label(e) => Some(EventKeys::new(config, &e.model_id, &e.request_id)),
+            Event::Ack(_) => None,
         }
     }
 }

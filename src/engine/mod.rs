@@ -45,6 +45,14 @@ use shard::ShardBuffer;
 /// to any effect: a collision only slows one lookup).
 type IdMap<K> = HashMap<K, u32, foldhash::fast::FixedState>;
 
+/// The values of series `s`'s segment in a model's dimension tuple (interned ids;
+/// missing where the tuple has none).
+fn segment_values<'a>(s: &'a Series, tuple: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
+    s.dims
+        .iter()
+        .map(|&d| tuple.get(d).copied().unwrap_or(MISSING))
+}
+
 /// Interned value ids reserved in every dimension.
 const OTHER: u32 = 0;
 const MISSING: u32 = 1;
@@ -931,11 +939,7 @@ impl Engine {
                 continue;
             }
             key.clear();
-            key.extend(
-                s.dims
-                    .iter()
-                    .map(|&d| dims.get(d).copied().unwrap_or(MISSING)),
-            );
+            key.extend(segment_values(s, dims));
             if fold_overflow(s, key, max_segments) {
                 self.state.stats.segment_overflow += 1;
             }

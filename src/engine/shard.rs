@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::{fold_overflow, Engine, Pred, PredKind, Truth, MAX_CLASSES, MISSING, OTHER};
+use super::{fold_overflow, segment_values, Engine, Pred, PredKind, Truth, MAX_CLASSES, OTHER};
 use crate::config::SlaConfig;
 use crate::dead_letter::Reason;
 use crate::event::{Ack, Event};
@@ -67,20 +67,12 @@ impl Engine {
         let mut items: BTreeMap<(u32, u32, SegmentKey, i64), AnySummary> = BTreeMap::new();
         for ((model, series, tuple, interval), summary) in buffer.items.drain() {
             let ms = &state.models[model as usize];
-            let dims = ms.tuples.get(tuple);
-            let key: SegmentKey = ms.series[series as usize]
-                .dims
-                .iter()
-                .map(|&d| dims.get(d).copied().unwrap_or(MISSING))
-                .collect();
-            match items.entry((model, series, key, interval)) {
-                std::collections::btree_map::Entry::Occupied(mut e) => {
-                    e.get_mut().merge(&summary);
-                }
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(summary);
-                }
-            }
+            let key: SegmentKey =
+                segment_values(&ms.series[series as usize], ms.tuples.get(tuple)).collect();
+            items
+                .entry((model, series, key, interval))
+                .and_modify(|s| s.merge(&summary))
+                .or_insert(summary);
         }
         for ((model, series, key, interval), summary) in items {
             let ms = &state.models[model as usize];

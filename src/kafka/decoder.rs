@@ -132,11 +132,7 @@ impl InputBatch {
             };
             let payload = self.bytes.get(m.payload.clone()).unwrap_or(&[]);
             let decoded = decode::event(kind, settings.formats.input(kind), payload, codecs);
-            m.keys = match &decoded {
-                Ok(Event::Inference(e)) => Some(EventKeys::new(config, &e.model_id, &e.request_id)),
-                Ok(Event::Label(e)) => Some(EventKeys::new(config, &e.model_id, &e.request_id)),
-                _ => None,
-            };
+            m.keys = decoded.as_ref().ok().and_then(|e| EventKeys::of(config, e));
             m.kind = Some(kind);
             m.decoded = Some(decoded);
         }
@@ -351,15 +347,20 @@ models:
         assert!(d.take().unwrap().is_none());
     }
 
-    #[test]
-    fn batches_come_back_in_submission_order() {
-        let s = settings();
-        let mut d = Decoder::spawn(&s, &config()).unwrap();
-        for i in 0..5 {
+    /// Submits one batch per offset, each holding an ack at that offset.
+    fn submit_acks(d: &mut Decoder, s: &KafkaSettings, offsets: std::ops::Range<i64>) {
+        for i in offsets {
             let mut b = d.batch();
             b.push_parts(&s.acks_topic, 0, i, Some(b"{}"), None);
             d.submit(b).unwrap();
         }
+    }
+
+    #[test]
+    fn batches_come_back_in_submission_order() {
+        let s = settings();
+        let mut d = Decoder::spawn(&s, &config()).unwrap();
+        submit_acks(&mut d, &s, 0..5);
         assert_eq!(d.in_flight(), 5);
         for i in 0..5 {
             let b = d.take().unwrap().unwrap();
@@ -373,11 +374,7 @@ models:
     fn discarding_drops_what_is_in_flight() {
         let s = settings();
         let mut d = Decoder::spawn(&s, &config()).unwrap();
-        for i in 0..3 {
-            let mut b = d.batch();
-            b.push_parts(&s.acks_topic, 0, i, Some(b"{}"), None);
-            d.submit(b).unwrap();
-        }
+        submit_acks(&mut d, &s, 0..3);
         d.discard().unwrap();
         assert_eq!(d.in_flight(), 0);
         assert!(d.take().unwrap().is_none());
