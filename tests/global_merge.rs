@@ -57,6 +57,77 @@ enum Move {
 
 /// A batch as another instance receives it: through its wire form, and every third one
 /// split in two pieces as an oversized batch is.
+/// An evaluator restarted from the partial batches, quietly up to where its
+/// predecessor's outputs reached, claims that progress before it has caught up: restarted
+/// again before its first instant, its successor is still quiet up to there. Outputs of
+/// the first evaluator and of the last together are the single engine's, once each.
+#[test]
+fn an_evaluator_restarted_twice_while_rebuilding_emits_nothing_twice() {
+    let golden = Golden::new();
+    let mut shard = Engine::shard(Arc::clone(&golden.cfg));
+    let sources: Vec<SourceId> = (0..2 * P).map(|_| shard.add_source()).collect();
+    let mut batches = Vec::new();
+    let longest = golden.parts.iter().map(Vec::len).max().unwrap_or(0);
+    for step in (0..longest).step_by(50) {
+        for (part, events) in golden.parts.iter().enumerate() {
+            for e in events.iter().skip(step).take(50) {
+                let _ = shard.handle(sources[part], e.clone());
+            }
+            if step + 50 >= events.len() {
+                shard.end_source(sources[part]);
+            }
+        }
+        batches.extend(shard.take_batches());
+    }
+    assert!(batches.len() > 100, "{} batches", batches.len());
+    let evaluator = || {
+        let mut e = Engine::new(Arc::clone(&golden.cfg));
+        let global: Vec<SourceId> = (0..2 * P).map(|_| e.add_source()).collect();
+        (e, global)
+    };
+    let metrics = |e: &mut Engine| -> Vec<String> {
+        std::iter::from_fn(|| e.poll_output())
+            .filter_map(|o| match o {
+                Output::Metric(m) => serde_json::to_string(&m).ok(),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // The first evaluator reads half the batches, then stops.
+    let (mut first, global) = evaluator();
+    for b in &batches[..batches.len() / 2] {
+        first.apply_batch(&global, b.clone());
+    }
+    let mut outputs = metrics(&mut first);
+    let reached = first.emitted_through().expect("instants evaluated");
+    assert!(!outputs.is_empty());
+
+    // Its successor rebuilds from the first batch, and stops before it has evaluated
+    // anything.
+    let (mut second, global) = evaluator();
+    second.quiet_until(reached);
+    assert_eq!(
+        second.emitted_through(),
+        Some(reached),
+        "what was emitted before"
+    );
+
+    // The third rebuilds from the first batch too, quiet up to what the second claimed.
+    let (mut third, global3) = evaluator();
+    third.quiet_until(second.emitted_through().expect("claimed"));
+    drop((second, global));
+    for b in &batches {
+        third.apply_batch(&global3, b.clone());
+    }
+    third.finish();
+    outputs.extend(metrics(&mut third));
+    assert_eq!(outputs.len(), golden.expected_metrics.len());
+    for (a, b) in outputs.iter().zip(&golden.expected_metrics) {
+        assert_eq!(a, b, "snapshot differs");
+    }
+}
+
 fn wire(batch: slaguard::partial::PartialBatch) -> Vec<slaguard::partial::PartialBatch> {
     let bytes = batch.to_bytes().expect("serialises");
     let back = slaguard::partial::PartialBatch::from_bytes(&bytes).expect("reads back");

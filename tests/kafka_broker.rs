@@ -143,6 +143,30 @@ fn run_matches_the_file_replay(partitions: i32) {
     }
 }
 
+/// A new log file for a `slaguard run` child, next to its state directory: `run-1.log`,
+/// `run-2.log`, … in start order.
+fn run_log(state: &std::path::Path) -> std::fs::File {
+    let dir = state
+        .parent()
+        .expect("a state directory in the test's directory");
+    let n = (1..)
+        .find(|n| !dir.join(format!("run-{n}.log")).exists())
+        .expect("a free log name");
+    std::fs::File::create(dir.join(format!("run-{n}.log"))).expect("create the run's log")
+}
+
+/// The logs of the `slaguard run` children of the test in `dir`, in start order.
+fn run_logs(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for n in 1.. {
+        let Ok(log) = std::fs::read_to_string(dir.join(format!("run-{n}.log"))) else {
+            break;
+        };
+        out.push_str(&format!("--- run {n} ---\n{log}"));
+    }
+    out
+}
+
 fn slaguard_run(
     config: &std::path::Path,
     s: &slaguard::kafka::KafkaSettings,
@@ -179,7 +203,8 @@ fn slaguard_run(
         .args(exactly_once.then_some("--exactly-once"))
         // One line at exit: the run's summary.
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        // The log, beside the state, for a failed comparison to show.
+        .stderr(run_log(state))
         .spawn()
         .expect("spawn slaguard run");
     Reaped::new(child)
@@ -437,15 +462,36 @@ fn nothing_lost(brokers: &str, golden: &GoldenOnTopics, exactly_once: bool) -> u
         Duration::from_secs(120),
     );
     let by_key: BTreeMap<_, _> = expected.iter().map(|v| (snapshot_key(v), v)).collect();
-    let ours = read_json(brokers, &metrics_topic);
+    let records = read_topic(brokers, &metrics_topic);
+    let ours: Vec<Value> = records
+        .iter()
+        .map(|r| serde_json::from_slice(&r.value).expect("JSON output"))
+        .collect();
     assert_eq!(ours.len(), n);
     let mut seen = std::collections::BTreeSet::new();
-    for v in &ours {
-        let want = by_key
-            .get(&snapshot_key(v))
-            .unwrap_or_else(|| panic!("unexpected snapshot {v}"));
-        assert_eq!(&v, want, "a snapshot differs after the restart");
-        seen.insert(snapshot_key(v));
+    let mut wrong = Vec::new();
+    for (i, v) in ours.iter().enumerate() {
+        let key = snapshot_key(v);
+        if by_key.get(&key).is_none_or(|want| *want != v) {
+            let copies = ours.iter().filter(|o| snapshot_key(o) == key).count();
+            wrong.push(format!(
+                "message {i} (partition {}; {copies} with its key): {v}\n  replay: {}",
+                records[i].partition,
+                by_key
+                    .get(&key)
+                    .map_or("none".to_string(), |w| w.to_string())
+            ));
+        }
+        seen.insert(key);
+    }
+    if !wrong.is_empty() {
+        panic!(
+            "{} of {} snapshots differ from the replay after the restart; the first:\n{}\n{}",
+            wrong.len(),
+            ours.len(),
+            wrong[..wrong.len().min(5)].join("\n"),
+            run_logs(golden.dir.path())
+        );
     }
     let last = seen.iter().map(|k| k.0.clone()).max().expect("snapshots");
     let missing = expected

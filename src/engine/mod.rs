@@ -496,9 +496,11 @@ impl Engine {
     }
 
     /// The event time up to which every output has been produced: the latest instant,
-    /// ack or escalation deadline processed (they are processed in time order).
+    /// ack or escalation deadline processed (they are processed in time order), or, while
+    /// an engine rebuilds quietly, the time its predecessor had got to: an engine that has
+    /// not caught up yet must not claim less than was emitted before it.
     pub fn emitted_through(&self) -> Option<Millis> {
-        self.state.emitted_through
+        self.state.emitted_through.max(self.state.quiet_until)
     }
 
     fn processed(&mut self, time: Millis) {
