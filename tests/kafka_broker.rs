@@ -167,6 +167,18 @@ fn run_logs(dir: &std::path::Path) -> String {
     out
 }
 
+/// Prints the logs of the test's `slaguard run` children if the test fails while it is in
+/// scope (declared after the test's directory, so dropped before it).
+struct LogsOnFailure<'a>(&'a std::path::Path);
+
+impl Drop for LogsOnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", run_logs(self.0));
+        }
+    }
+}
+
 fn slaguard_run(
     config: &std::path::Path,
     s: &slaguard::kafka::KafkaSettings,
@@ -230,6 +242,7 @@ fn exactly_once_kill_9_then_restart_loses_and_repeats_nothing() {
 fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool) -> usize {
     let brokers = real_broker();
     let golden = golden_on_topics(&brokers, name, 4, Produce::Nothing);
+    let _logs = LogsOnFailure(golden.dir.path());
     let s = &golden.settings;
     let stages = Stages::new(&brokers, &golden);
     let config = golden.dir.path().join("sla.yaml");
@@ -302,6 +315,7 @@ fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool) -> usize {
 fn kill_9_after_an_idle_spell_then_restart_loses_no_incident() {
     let brokers = real_broker();
     let golden = golden_on_topics(&brokers, "idlespell", 4, Produce::Nothing);
+    let _logs = LogsOnFailure(golden.dir.path());
     let s = &golden.settings;
     let stages = Stages::new(&brokers, &golden);
     // A short idle timeout, so the spell is over in seconds (the default is a minute).
@@ -395,6 +409,7 @@ fn terminate(child: Reaped) -> u64 {
 fn pending_predictions_survive_a_restart_without_rereading_history() {
     let brokers = real_broker();
     let golden = golden_on_topics(&brokers, "pending", 4, Produce::Nothing);
+    let _logs = LogsOnFailure(golden.dir.path());
     let s = &golden.settings;
     let Stages {
         inferences, labels, ..
@@ -486,11 +501,10 @@ fn nothing_lost(brokers: &str, golden: &GoldenOnTopics, exactly_once: bool) -> u
     }
     if !wrong.is_empty() {
         panic!(
-            "{} of {} snapshots differ from the replay after the restart; the first:\n{}\n{}",
+            "{} of {} snapshots differ from the replay after the restart; the first:\n{}",
             wrong.len(),
             ours.len(),
             wrong[..wrong.len().min(5)].join("\n"),
-            run_logs(golden.dir.path())
         );
     }
     let last = seen.iter().map(|k| k.0.clone()).max().expect("snapshots");

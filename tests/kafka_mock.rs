@@ -61,6 +61,39 @@ fn start_up_checks_name_the_problem() {
     );
 }
 
+/// A topic the cluster lists with a partition that has no leader yet (being created) is
+/// waited for: named in the error if it stays so, taken once its leader is there.
+#[test]
+fn start_up_waits_for_a_topic_being_created() {
+    let (keep, bootstrap) = mock_cluster(&all_topics(2, 2));
+    let cluster = keep.client().mock_cluster().expect("mock");
+    let s = slaguard::kafka::KafkaSettings::new(&bootstrap);
+    cluster
+        .partition_leader("labels", 1, None)
+        .expect("leaderless");
+    match preflight::check(&s, true, Duration::from_secs(1)) {
+        Err(e @ KafkaShellError::TopicNotReady { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("topic `labels`") && text.contains("partition 1 has no leader"),
+                "{text}"
+            );
+        }
+        other => panic!("expected the topic not to be ready, got {other:?}"),
+    }
+    std::thread::scope(|scope| {
+        let check = scope.spawn(|| preflight::check(&s, true, Duration::from_secs(30)));
+        // The check is waiting (or not started yet): the leader comes back either way
+        // long before its deadline.
+        std::thread::sleep(Duration::from_millis(300));
+        cluster
+            .partition_leader("labels", 1, Some(1))
+            .expect("leader");
+        let counts = check.join().expect("no panic").expect("ready");
+        assert_eq!(counts.get("labels"), Some(&2));
+    });
+}
+
 #[test]
 fn round_trip_with_dead_letters_and_headers() {
     let (_keep, bootstrap) = mock_cluster(&all_topics(2, 2));

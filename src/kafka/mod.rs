@@ -32,6 +32,12 @@ pub enum KafkaShellError {
         role: String,
         brokers: String,
     },
+    #[error("topic `{topic}` is listed by the cluster but cannot be served yet ({detail}) after {waited:?}: it may still be being created, or a broker holding it is down")]
+    TopicNotReady {
+        topic: String,
+        detail: String,
+        waited: std::time::Duration,
+    },
     #[error("`{inferences}` has {inference_partitions} partitions but `{labels}` has {label_partitions}: inferences and labels must be co-partitioned (same partition count, both keyed by request_id) so that a prediction and its label meet in the same partition")]
     NotCoPartitioned {
         inferences: String,

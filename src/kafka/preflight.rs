@@ -1,34 +1,25 @@
 //! Start-up checks with clear errors: brokers unreachable, a topic missing, inferences
 //! and labels not co-partitioned; and the internal topics `run` creates for itself.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::metadata::MetadataTopic;
+use rdkafka::types::RDKafkaErrorCode;
 
 use super::{KafkaSettings, KafkaShellError, PartitionCounts};
 
 /// Checks the cluster and returns the partition count of every input and output topic.
+/// A topic the cluster lists but cannot serve yet (just created: no leader elected for a
+/// partition) is waited for, up to `timeout`; one it does not list is missing at once.
 pub fn check(
     settings: &KafkaSettings,
     outputs: bool,
     timeout: Duration,
 ) -> Result<PartitionCounts, KafkaShellError> {
     let consumer: BaseConsumer = settings.client().create()?;
-    let metadata =
-        consumer
-            .fetch_metadata(None, timeout)
-            .map_err(|e| KafkaShellError::Unreachable {
-                brokers: settings.brokers.clone(),
-                detail: e.to_string(),
-            })?;
-    let mut counts = PartitionCounts::new();
-    for t in metadata.topics() {
-        if t.error().is_none() && !t.partitions().is_empty() {
-            counts.insert(t.name().to_string(), t.partitions().len());
-        }
-    }
     let mut required: Vec<(String, String)> = settings
         .input_topics()
         .iter()
@@ -42,6 +33,49 @@ pub fn check(
                 .map(|t| (t, "output-prefix".to_string())),
         );
     }
+    let deadline = Instant::now() + timeout;
+    // The topic waited for, and why.
+    let mut waiting: Option<(String, String)> = None;
+    let not_ready = |(topic, detail): (String, String)| KafkaShellError::TopicNotReady {
+        topic,
+        detail,
+        waited: timeout,
+    };
+    let counts = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let metadata = match consumer.fetch_metadata(None, left) {
+            Ok(m) => m,
+            Err(e) => {
+                return Err(match waiting {
+                    // The cluster answered before: it is the topic that is not ready.
+                    Some(w) => not_ready(w),
+                    None => KafkaShellError::Unreachable {
+                        brokers: settings.brokers.clone(),
+                        detail: e.to_string(),
+                    },
+                });
+            }
+        };
+        let mut counts = PartitionCounts::new();
+        let mut unready: Vec<(String, String)> = Vec::new();
+        for t in metadata.topics() {
+            match topic_unready(t) {
+                None => {
+                    counts.insert(t.name().to_string(), t.partitions().len());
+                }
+                Some(detail) => unready.push((t.name().to_string(), detail)),
+            }
+        }
+        waiting = required
+            .iter()
+            .find_map(|(topic, _)| unready.iter().find(|(t, _)| t == topic))
+            .cloned();
+        match waiting {
+            None => break counts,
+            Some(w) if Instant::now() >= deadline => return Err(not_ready(w)),
+            Some(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
     for (topic, role) in required {
         if !counts.contains_key(&topic) {
             return Err(KafkaShellError::TopicMissing {
@@ -64,6 +98,26 @@ pub fn check(
         });
     }
     Ok(counts)
+}
+
+/// Why a topic the cluster lists cannot be served yet (an error on it or on one of its
+/// partitions, or a partition without a leader); `None` when it can.
+fn topic_unready(t: &MetadataTopic) -> Option<String> {
+    if let Some(e) = t.error() {
+        return Some(format!("{:?}", RDKafkaErrorCode::from(e)));
+    }
+    if t.partitions().is_empty() {
+        return Some("no partitions listed".to_string());
+    }
+    t.partitions().iter().find_map(|p| match p.error() {
+        Some(e) => Some(format!(
+            "partition {}: {:?}",
+            p.id(),
+            RDKafkaErrorCode::from(e)
+        )),
+        None if p.leader() < 0 => Some(format!("partition {} has no leader", p.id())),
+        None => None,
+    })
 }
 
 /// Creates internal topic `topic` with `partitions` partitions and `config` when it does

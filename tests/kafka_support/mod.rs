@@ -157,6 +157,35 @@ pub fn create_topics(brokers: &str, topics: &[(String, i32)]) {
             );
         }
     }
+    // Created is not yet served: wait until every partition has its leader.
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("client");
+    let start = std::time::Instant::now();
+    loop {
+        let metadata = client
+            .fetch_metadata(None, Duration::from_secs(10))
+            .expect("metadata");
+        let ready = topics.iter().all(|(name, partitions)| {
+            metadata.topics().iter().any(|t| {
+                t.name() == name
+                    && t.error().is_none()
+                    && t.partitions().len() == *partitions as usize
+                    && t.partitions()
+                        .iter()
+                        .all(|p| p.error().is_none() && p.leader() >= 0)
+            })
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "topics without a leader 30 s after their creation"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Creates the input topics (`partitions` each, acks 1) and the output topics.
