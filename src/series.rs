@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::metric::{Family, Metric};
 use crate::summary::{
     BinarySummary, DriftSummary, LabelSummary, LatencySummary, LatencyUnderSummary, Measured,
-    MulticlassSummary, QualityCounts, QualitySummary, RegressionSummary, ReliabilitySummary,
-    Summary,
+    MulticlassSummary, QualityCounts, QualitySummary, RegressionOutcome, RegressionSummary,
+    ReliabilitySummary, ScoredOutcome, Summary,
 };
 use crate::time::Millis;
 use crate::window::{Recorded, SlidingWindow};
@@ -29,11 +29,11 @@ pub enum Fact {
         ok: bool,
         latency_ms: Option<f64>,
     },
-    /// A joined binary outcome.
+    /// A joined binary outcome (with its score's share, when it has a score).
     Binary {
         truth: bool,
         predicted: bool,
-        score: Option<f64>,
+        scored: Option<ScoredOutcome>,
         delay_ms: Millis,
     },
     /// A joined multiclass outcome (interned class ids).
@@ -42,10 +42,9 @@ pub enum Fact {
         predicted: u32,
         delay_ms: Millis,
     },
-    /// A joined regression outcome.
+    /// A joined regression outcome, as its errors.
     Regression {
-        truth: f64,
-        predicted: f64,
+        errors: RegressionOutcome,
         delay_ms: Millis,
     },
     /// A prediction whose label never came.
@@ -106,11 +105,11 @@ impl Apply for BinarySummary {
         if let Fact::Binary {
             truth,
             predicted,
-            score,
+            scored,
             ..
         } = fact
         {
-            self.record(*truth, *predicted, *score);
+            self.record_outcome(*truth, *predicted, scored.as_ref());
         }
     }
 }
@@ -128,11 +127,8 @@ impl Apply for MulticlassSummary {
 
 impl Apply for RegressionSummary {
     fn apply(&mut self, fact: &Fact, _: f64) {
-        if let Fact::Regression {
-            truth, predicted, ..
-        } = fact
-        {
-            self.record(*predicted, *truth);
+        if let Fact::Regression { errors, .. } = fact {
+            self.record_outcome(errors);
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::series::{Fact, RecordStats, SegmentKey, Series};
 
 mod keys;
 mod shard;
-use crate::summary::Measured;
+use crate::summary::{Measured, RegressionOutcome, ScoredOutcome};
 use crate::time::{format_duration, format_rfc3339, Millis};
 use crate::watermark::{SourceId, Watermark};
 pub use keys::EventKeys;
@@ -957,7 +957,7 @@ impl Engine {
             (PredKind::Binary { predicted, score }, Truth::Binary(truth)) => Fact::Binary {
                 truth,
                 predicted,
-                score,
+                scored: score.map(|s| ScoredOutcome::new(s, truth)),
                 delay_ms,
             },
             (PredKind::Class(predicted), Truth::Class(truth)) => Fact::Multiclass {
@@ -966,8 +966,7 @@ impl Engine {
                 delay_ms,
             },
             (PredKind::Value(predicted), Truth::Value(truth)) => Fact::Regression {
-                truth,
-                predicted,
+                errors: RegressionOutcome::new(predicted, truth),
                 delay_ms,
             },
             // Payloads are built from the same model's task; nothing else can meet here.

@@ -34,8 +34,13 @@ impl ScoreHistogram {
     }
 
     pub fn record(&mut self, score: f64, positive: bool) {
+        self.record_bin(Self::bin(score), positive);
+    }
+
+    /// One outcome in bin `bin` (of [`ScoreHistogram::bin`]).
+    pub fn record_bin(&mut self, bin: u16, positive: bool) {
         let count = if positive { [0, 1] } else { [1, 0] };
-        self.bins.add(Self::bin(score), count);
+        self.bins.add(bin, count);
     }
 
     pub fn merge(&mut self, other: &Self) {
@@ -63,6 +68,27 @@ impl ScoreHistogram {
     }
 }
 
+/// What one scored outcome adds to a summary's score histogram and loss sums, computed
+/// once however many summaries (windows, segments) it goes into.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoredOutcome {
+    bin: u16,
+    log_loss: FixedSum,
+    brier: FixedSum,
+}
+
+impl ScoredOutcome {
+    pub fn new(score: f64, truth: bool) -> ScoredOutcome {
+        let y = if truth { 1.0 } else { 0.0 };
+        let pc = score.clamp(EPS, 1.0 - EPS);
+        ScoredOutcome {
+            bin: ScoreHistogram::bin(score),
+            log_loss: FixedSum::of(-(y * pc.ln() + (1.0 - y) * (1.0 - pc).ln())),
+            brier: FixedSum::of((score - y) * (score - y)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BinarySummary {
     pub tp: u64,
@@ -78,20 +104,23 @@ pub struct BinarySummary {
 
 impl BinarySummary {
     pub fn record(&mut self, truth: bool, predicted: bool, score: Option<f64>) {
+        let scored = score.map(|p| ScoredOutcome::new(p, truth));
+        self.record_outcome(truth, predicted, scored.as_ref());
+    }
+
+    /// [`BinarySummary::record`] with the score's share worked out beforehand.
+    pub fn record_outcome(&mut self, truth: bool, predicted: bool, scored: Option<&ScoredOutcome>) {
         match (truth, predicted) {
             (true, true) => self.tp += 1,
             (false, true) => self.fp += 1,
             (false, false) => self.tn += 1,
             (true, false) => self.fn_ += 1,
         }
-        if let Some(p) = score {
+        if let Some(s) = scored {
             self.scored += 1;
-            self.scores.record(p, truth);
-            let y = if truth { 1.0 } else { 0.0 };
-            let pc = p.clamp(EPS, 1.0 - EPS);
-            self.log_loss
-                .add(-(y * pc.ln() + (1.0 - y) * (1.0 - pc).ln()));
-            self.brier.add((p - y) * (p - y));
+            self.scores.record_bin(s.bin, truth);
+            self.log_loss.merge(s.log_loss);
+            self.brier.merge(s.brier);
         }
     }
 

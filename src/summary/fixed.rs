@@ -11,6 +11,11 @@ const SCALE: f64 = 4_294_967_296.0;
 pub struct FixedSum(i128);
 
 impl FixedSum {
+    /// The sum of `x` alone.
+    pub fn of(x: f64) -> FixedSum {
+        FixedSum(Self::quantize(x))
+    }
+
     pub fn add(&mut self, x: f64) {
         self.0 += Self::quantize(x);
     }

@@ -16,14 +16,14 @@ mod regression;
 mod reliability;
 mod sparse;
 
-pub use binary::{BinarySummary, ScoreHistogram, SCORE_BINS};
+pub use binary::{BinarySummary, ScoreHistogram, ScoredOutcome, SCORE_BINS};
 pub use drift::DriftSummary;
 pub use fixed::FixedSum;
 pub use labels::LabelSummary;
 pub use latency::{LatencyHistogram, LatencySummary, LatencyUnderSummary};
 pub use multiclass::MulticlassSummary;
 pub use quality::{QualityCounts, QualitySummary};
-pub use regression::RegressionSummary;
+pub use regression::{RegressionOutcome, RegressionSummary};
 pub use reliability::ReliabilitySummary;
 
 /// A summary of the events of one interval, or of a window of intervals.

@@ -16,14 +16,39 @@ pub struct RegressionSummary {
     pub pct_n: u64,
 }
 
+/// What one outcome adds to a summary's error sums, computed once however many summaries
+/// (windows, segments) it goes into.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegressionOutcome {
+    abs_error: FixedSum,
+    sq_error: FixedSum,
+    /// `None` when the true value is zero.
+    abs_pct_error: Option<FixedSum>,
+}
+
+impl RegressionOutcome {
+    pub fn new(predicted: f64, truth: f64) -> RegressionOutcome {
+        let e = predicted - truth;
+        RegressionOutcome {
+            abs_error: FixedSum::of(e.abs()),
+            sq_error: FixedSum::of(e * e),
+            abs_pct_error: (truth != 0.0).then(|| FixedSum::of(e.abs() / truth.abs())),
+        }
+    }
+}
+
 impl RegressionSummary {
     pub fn record(&mut self, predicted: f64, truth: f64) {
-        let e = predicted - truth;
+        self.record_outcome(&RegressionOutcome::new(predicted, truth));
+    }
+
+    /// [`RegressionSummary::record`] with the errors worked out beforehand.
+    pub fn record_outcome(&mut self, o: &RegressionOutcome) {
         self.n += 1;
-        self.abs_error.add(e.abs());
-        self.sq_error.add(e * e);
-        if truth != 0.0 {
-            self.abs_pct_error.add(e.abs() / truth.abs());
+        self.abs_error.merge(o.abs_error);
+        self.sq_error.merge(o.sq_error);
+        if let Some(pct) = o.abs_pct_error {
+            self.abs_pct_error.merge(pct);
             self.pct_n += 1;
         }
     }
