@@ -311,6 +311,50 @@ fn kill_9_mid_stream_then_restart(name: &str, exactly_once: bool) -> usize {
     duplicates
 }
 
+/// Mid-stream, another member joins the shard's group (reading a topic of its own) and
+/// leaves again: two rebalances that each take every partition from the shard and give
+/// them back. What it hands over to itself loses and changes nothing.
+#[test]
+fn rebalances_that_give_the_shard_its_partitions_back_change_nothing() {
+    let brokers = real_broker();
+    let golden = golden_on_topics(&brokers, "regain", 4, Produce::Nothing);
+    let _logs = LogsOnFailure(golden.dir.path());
+    let s = &golden.settings;
+    let stages = Stages::new(&brokers, &golden);
+    let config = golden.dir.path().join("sla.yaml");
+    let state = golden.dir.path().join("state");
+    let group = s.output_prefix.trim_end_matches('.').to_string();
+    let elsewhere = format!("{group}.elsewhere");
+    create_topics(&brokers, &[(elsewhere.clone(), 1)]);
+    let mut run = slaguard_run(&config, s, &group, &state, false);
+    stages.produce(i64::MIN, at(60));
+    wait_settled(
+        &brokers,
+        &s.output_topic("metrics"),
+        400,
+        Duration::from_secs(120),
+    );
+    for (from, to) in [(60, 90), (90, 120)] {
+        let other: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .create()
+            .expect("consumer");
+        rdkafka::consumer::Consumer::subscribe(&other, &[&elsewhere]).expect("subscribe");
+        stages.produce(at(from), at(to));
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            let _ = other.poll(Duration::from_millis(100));
+        }
+        wait_for_group(&brokers, &group, 2);
+        drop(other);
+    }
+    stages.produce(at(120), i64::MAX);
+    nothing_lost(&brokers, &golden, false);
+    run.kill().expect("stop");
+    run.wait().expect("reaped");
+}
+
 #[test]
 fn kill_9_after_an_idle_spell_then_restart_loses_no_incident() {
     let brokers = real_broker();
