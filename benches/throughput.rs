@@ -10,6 +10,8 @@
 //!   and does the request_id hash join (inferences wait in a map, labels take them out),
 //!   nothing else: the least any replay has to do;
 //! - `replay`: `slaguard replay` as the binary runs it, outputs written;
+//! - `engine`: the engine alone, in one thread, on the events decoded and merged
+//!   beforehand (not timed): what the replay's main thread costs beyond taking events;
 //! - `pending`: `--pending` predictions that never get a label, through the engine; the
 //!   resident memory it grew by, per prediction waiting.
 //!
@@ -201,6 +203,60 @@ fn floor(dir: &Path) -> anyhow::Result<u64> {
     Ok(lines)
 }
 
+/// Every event of both files, decoded and merged by event time, with its keys: what the
+/// `engine` phase feeds the engine, so that it times the engine alone.
+fn decoded(
+    dir: &Path,
+    cfg: &slaguard::config::SlaConfig,
+) -> anyhow::Result<Vec<(usize, Event, slaguard::engine::EventKeys)>> {
+    let mut events = Vec::new();
+    for (input, file) in ["inferences.jsonl", "labels.jsonl"].into_iter().enumerate() {
+        let mut lines = Lines::open(&dir.join(file))?;
+        while let Some(line) = lines.next()? {
+            let event = if input == 0 {
+                decode::inference(line).map(Event::Inference)
+            } else {
+                decode::label(line).map(Event::Label)
+            };
+            if let Some((e, keys)) = event
+                .ok()
+                .and_then(|e| slaguard::engine::EventKeys::of(cfg, &e).map(|k| (e, k)))
+            {
+                events.push((input, e, keys));
+            }
+        }
+    }
+    // Stable: events of one time keep their file order, inferences first, as a replay
+    // takes them.
+    events.sort_by_key(|(input, e, _)| (e.time(), *input));
+    Ok(events)
+}
+
+/// The engine alone on events decoded beforehand, one thread, outputs taken and dropped.
+/// Returns the events applied and the seconds it took.
+fn engine_alone(dir: &Path) -> anyhow::Result<(u64, f64)> {
+    let cfg = Arc::new(slaguard::config::load(&dir.join("sla.yaml"))?);
+    let events = decoded(dir, &cfg)?;
+    let mut engine = slaguard::engine::Engine::new(Arc::clone(&cfg));
+    let sources = [engine.add_source(), engine.add_source()];
+    let start = Instant::now();
+    for (input, event, keys) in &events {
+        let _ = match event {
+            Event::Inference(e) => engine.handle_inference_keyed(sources[*input], e, *keys),
+            Event::Label(e) => engine.handle_label_keyed(sources[*input], e, *keys),
+            Event::Ack(_) => Ok(()),
+        };
+        while let Some(o) = engine.poll_output() {
+            std::hint::black_box(o);
+        }
+    }
+    engine.finish();
+    while let Some(o) = engine.poll_output() {
+        std::hint::black_box(o);
+    }
+    Ok((events.len() as u64, start.elapsed().as_secs_f64()))
+}
+
 fn replay(dir: &Path) -> anyhow::Result<u64> {
     let cfg = Arc::new(slaguard::config::load(&dir.join("sla.yaml"))?);
     let inputs = ReplayInputs {
@@ -298,6 +354,15 @@ fn child(phase: &str, a: &Args) -> anyhow::Result<Measured> {
                 ..Measured::default()
             }
         }
+        "engine" => {
+            let (events, seconds) = engine_alone(dir)?;
+            Measured {
+                events,
+                seconds,
+                peak_rss: memory()?.1,
+                ..Measured::default()
+            }
+        }
         "pending" => pending(a.pending)?,
         other => bail!("unknown phase {other}"),
     };
@@ -351,25 +416,30 @@ fn main() -> anyhow::Result<()> {
         counts.labels,
         mb(bytes)
     );
-    let (mut best_floor, mut best_replay) = (None::<Measured>, None::<Measured>);
+    let best = |best: &mut Option<Measured>, m: Measured| {
+        if best.is_none_or(|b| m.rate() > b.rate()) {
+            *best = Some(m);
+        }
+    };
+    let (mut best_floor, mut best_replay, mut best_engine) = (None, None, None);
     for run in 1..=a.runs.max(1) {
         let f = run_phase("floor", dir.path(), &a)?;
         let r = run_phase("replay", dir.path(), &a)?;
+        let e = run_phase("engine", dir.path(), &a)?;
         eprintln!(
-            "run {run}: floor {:.0} events/s, replay {:.0} events/s",
+            "run {run}: floor {:.0} events/s, replay {:.0} events/s, engine alone {:.0} events/s",
             f.rate(),
-            r.rate()
+            r.rate(),
+            e.rate()
         );
-        if best_floor.is_none_or(|b| f.rate() > b.rate()) {
-            best_floor = Some(f);
-        }
-        if best_replay.is_none_or(|b| r.rate() > b.rate()) {
-            best_replay = Some(r);
-        }
+        best(&mut best_floor, f);
+        best(&mut best_replay, r);
+        best(&mut best_engine, e);
     }
-    let (f, r) = (
+    let (f, r, e) = (
         best_floor.context("no run")?,
         best_replay.context("no run")?,
+        best_engine.context("no run")?,
     );
     if f.events != r.events {
         bail!("the floor read {} lines, the replay {}", f.events, r.events);
@@ -397,6 +467,13 @@ fn main() -> anyhow::Result<()> {
         r.rate(),
         r.rate() / f.rate(),
         mb(r.peak_rss)
+    );
+    println!(
+        "| {:<44} | {:>12.0} | {:>8.2} | {:>6.0} MB |",
+        "engine alone (events decoded before, 1 thread)",
+        e.rate(),
+        e.rate() / f.rate(),
+        mb(e.peak_rss)
     );
     println!(
         "| {:<44} | {:>12.0} | {:>8} | {:>6.0} MB |",
