@@ -470,7 +470,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "| {:<44} | {:>12.0} | {:>8.2} | {:>6.0} MB |",
-        "engine alone (events decoded before, 1 thread)",
+        "engine alone (decoded beforehand, 1 thread)",
         e.rate(),
         e.rate() / f.rate(),
         mb(e.peak_rss)
