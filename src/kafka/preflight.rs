@@ -100,8 +100,9 @@ pub fn check(
     Ok(counts)
 }
 
-/// Why a topic the cluster lists cannot be served yet (an error on it or on one of its
-/// partitions, or a partition without a leader); `None` when it can.
+/// Why a topic the cluster lists cannot be served yet (an error on the topic, or a
+/// partition without a leader); `None` when it can. A partition with a leader is served,
+/// whatever else its metadata says (a follower replica down, for one).
 fn topic_unready(t: &MetadataTopic) -> Option<String> {
     if let Some(e) = t.error() {
         return Some(format!("{:?}", RDKafkaErrorCode::from(e)));
@@ -109,15 +110,17 @@ fn topic_unready(t: &MetadataTopic) -> Option<String> {
     if t.partitions().is_empty() {
         return Some("no partitions listed".to_string());
     }
-    t.partitions().iter().find_map(|p| match p.error() {
-        Some(e) => Some(format!(
-            "partition {}: {:?}",
-            p.id(),
-            RDKafkaErrorCode::from(e)
-        )),
-        None if p.leader() < 0 => Some(format!("partition {} has no leader", p.id())),
-        None => None,
-    })
+    t.partitions()
+        .iter()
+        .find(|p| p.leader() < 0)
+        .map(|p| match p.error() {
+            Some(e) => format!(
+                "partition {} has no leader: {:?}",
+                p.id(),
+                RDKafkaErrorCode::from(e)
+            ),
+            None => format!("partition {} has no leader", p.id()),
+        })
 }
 
 /// Creates internal topic `topic` with `partitions` partitions and `config` when it does

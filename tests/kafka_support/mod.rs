@@ -158,10 +158,7 @@ pub fn create_topics(brokers: &str, topics: &[(String, i32)]) {
         }
     }
     // Created is not yet served: wait until every partition has its leader.
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("client");
+    let client = plain_client(brokers);
     let start = std::time::Instant::now();
     loop {
         let metadata = client
@@ -417,13 +414,18 @@ pub fn golden_on_topics(
     }
 }
 
+/// A client of no group, for metadata and group listings.
+fn plain_client(brokers: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("client")
+}
+
 /// Waits until consumer group `group` has finished rebalancing with exactly `members`
 /// members, so that every member holds its share of the partitions.
 pub fn wait_for_group(brokers: &str, group: &str, members: usize) {
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("client");
+    let client = plain_client(brokers);
     let start = std::time::Instant::now();
     loop {
         let list = client
