@@ -192,6 +192,8 @@ struct Cursor {
     line_no: u64,
     /// Whether line `at` holds an event not yet taken.
     ready: bool,
+    /// That event's time, while `ready`: the merge compares it without touching the event.
+    time: Millis,
     done: bool,
 }
 
@@ -224,6 +226,7 @@ impl Cursor {
             pos: 0,
             line_no: 0,
             ready: false,
+            time: 0,
             done: false,
         })
     }
@@ -257,11 +260,6 @@ impl Cursor {
         }
         let line = self.chunk.as_ref()?.lines.get(self.at)?;
         Some((line.outcome.as_ref().ok()?, line.keys))
-    }
-
-    /// The event not yet taken, if any.
-    fn next(&self) -> Option<&Event> {
-        self.next_keyed().map(|(e, _)| e)
     }
 
     /// Takes lines until the next decodable event, sending undecodable ones to `dead`.
@@ -300,7 +298,10 @@ impl Cursor {
             counts.bytes += line.bytes;
             counts.lines += 1;
             match &mut line.outcome {
-                Ok(_) => self.ready = true,
+                Ok(event) => {
+                    self.time = event.time();
+                    self.ready = true;
+                }
                 Err(reason) => {
                     // Taken once: the placeholder left behind is never read.
                     let reason = std::mem::replace(reason, Reason::NotJson(String::new()));
@@ -463,7 +464,7 @@ impl MergedInputs {
             .cursors
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| c.next().map(|e| (e.time(), i)))
+            .filter_map(|(i, c)| c.ready.then_some((c.time, i)))
             .min()
         else {
             return Ok(None);

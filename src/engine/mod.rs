@@ -194,6 +194,9 @@ struct ModelState {
     objectives: Vec<ObjectiveState>,
     /// Drift and data-quality families, each recorded once per inference.
     profile_families: Vec<Family>,
+    /// Reused to hold an inference's facts of those families before they are recorded.
+    #[serde(skip)]
+    profile_facts: Vec<Fact>,
     /// Per interval, the model_version of its latest inference: breach events name the
     /// version seen last before their instant, whatever was read ahead of the watermark.
     versions: BTreeMap<i64, (Millis, String)>,
@@ -254,6 +257,7 @@ impl ModelState {
             objectives,
             versions: BTreeMap::new(),
             profile_families: profile_families(m),
+            profile_facts: Vec::new(),
             started: false,
         }
     }
@@ -748,14 +752,20 @@ impl Engine {
             latency_ms: ev.latency_ms,
         };
         self.record(mi, ev.timestamp, fact, dims);
-        if let Some(profile) = self.config.models[mi].profile.clone() {
-            for i in 0..self.state.models[mi].profile_families.len() {
-                let family = self.state.models[mi].profile_families[i];
-                if let Some(fact) = profile_fact(&profile, family, ev) {
-                    self.record(mi, ev.timestamp, fact, dims);
-                }
-            }
+        let mut facts = std::mem::take(&mut self.state.models[mi].profile_facts);
+        facts.clear();
+        if let Some(profile) = &self.config.models[mi].profile {
+            let families = &self.state.models[mi].profile_families;
+            facts.extend(
+                families
+                    .iter()
+                    .filter_map(|family| profile_fact(profile, *family, ev)),
+            );
         }
+        for fact in &facts {
+            self.record(mi, ev.timestamp, *fact, dims);
+        }
+        self.state.models[mi].profile_facts = facts;
         match joined {
             Joined::Matched(m) => self.record_match(mi, m),
             Joined::AfterTtl(u) => self.record_unlabeled(mi, u),
