@@ -1666,7 +1666,14 @@ pub async fn ensure_internal_topics(
     settings: &KafkaSettings,
     config: &SlaConfig,
 ) -> Result<super::PartitionCounts, KafkaShellError> {
-    let counts = preflight::check(settings, true, Duration::from_secs(10))?;
+    // The check blocks (metadata requests, and waits for topics being created): off the
+    // runtime's worker threads.
+    let checked = settings.clone();
+    let counts = tokio::task::spawn_blocking(move || {
+        preflight::check(&checked, true, Duration::from_secs(10))
+    })
+    .await
+    .map_err(|e| KafkaShellError::Invalid(format!("the start-up check stopped: {e}")))??;
     // Kept long enough for an evaluator to rebuild from, and a week at least.
     let retention = (2 * evaluator_horizon(config)).max(7 * 86_400_000);
     let retention = retention.to_string();
