@@ -122,11 +122,20 @@ impl<P: Clone, L: Clone> Slot<P, L> {
     }
 }
 
+/// One slot's place in the expiry order.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    index: u32,
+    /// The slot's generation when it was put: a later one makes this stale.
+    generation: u32,
+    /// The deadline's millisecond within its bucket: items sort without reading the slab.
+    offset: u16,
+}
+
 /// The slots whose deadlines fall in one second, in the order they were put.
 #[derive(Debug, Clone, Default)]
 struct Bucket {
-    /// (slab index, generation).
-    items: Vec<(u32, u32)>,
+    items: Vec<Due>,
     /// Items before this one are gone.
     cursor: usize,
     /// Whether `items[cursor..]` is in deadline order.
@@ -136,23 +145,26 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn push(&mut self, item: (u32, u32), deadline: Millis) {
+    fn push(&mut self, index: u32, generation: u32, deadline: Millis) {
         if self.items.is_empty() {
             self.sorted = true;
         } else if deadline < self.latest {
             self.sorted = false;
         }
         self.latest = self.latest.max(deadline);
-        self.items.push(item);
+        self.items.push(Due {
+            index,
+            generation,
+            offset: deadline.rem_euclid(BUCKET_MS) as u16,
+        });
     }
 
     /// Orders the items still ahead by deadline, stably: equal deadlines keep the order
     /// they were put in.
-    fn sort<P, L>(&mut self, slots: &[Slot<P, L>]) {
+    fn sort(&mut self) {
         if !self.sorted {
             let cursor = self.cursor;
-            self.items[cursor..]
-                .sort_by_key(|&(i, _)| slots.get(i as usize).map_or(Millis::MAX, |s| s.deadline));
+            self.items[cursor..].sort_by_key(|d| d.offset);
             self.sorted = true;
         }
     }
@@ -342,17 +354,19 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
     /// The live slots in expiry order.
     fn expiry_order(&self) -> Vec<u32> {
         let mut order = Vec::with_capacity(self.len);
+        let mut ahead: Vec<Due> = Vec::new();
         for bucket in self.expiry.values() {
-            let start = order.len();
-            order.extend(
+            ahead.clear();
+            ahead.extend(
                 bucket.items[bucket.cursor..]
                     .iter()
-                    .filter(|&&(i, g)| self.is_current(i, g))
-                    .map(|&(i, _)| i),
+                    .filter(|d| self.is_current(d.index, d.generation))
+                    .copied(),
             );
             if !bucket.sorted {
-                order[start..].sort_by_key(|&i| self.slots[i as usize].deadline);
+                ahead.sort_by_key(|d| d.offset);
             }
+            order.extend(ahead.iter().map(|d| d.index));
         }
         order
     }
@@ -388,11 +402,11 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
             .range(..=time.div_euclid(BUCKET_MS))
             .map(|(_, b)| b)
         {
-            for &(i, g) in &bucket.items[bucket.cursor..] {
-                if self.is_current(i, g) {
-                    let s = &self.slots[i as usize];
+            for d in &bucket.items[bucket.cursor..] {
+                if self.is_current(d.index, d.generation) {
+                    let s = &self.slots[d.index as usize];
                     if s.origin == origin && s.deadline < time {
-                        gone.push(i);
+                        gone.push(d.index);
                     }
                 }
             }
@@ -490,7 +504,7 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         self.expiry
             .entry(deadline.div_euclid(BUCKET_MS))
             .or_default()
-            .push((index, generation), deadline);
+            .push(index, generation, deadline);
         self.len += 1;
         self.enforce_bound();
     }
@@ -523,10 +537,10 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         loop {
             let mut bucket = self.expiry.first_entry()?;
             let b = bucket.get_mut();
-            b.sort(&self.slots);
-            while let Some(&(i, g)) = b.items.get(b.cursor) {
-                if is_current(&self.slots, i, g) {
-                    return Some(i);
+            b.sort();
+            while let Some(d) = b.items.get(b.cursor) {
+                if is_current(&self.slots, d.index, d.generation) {
+                    return Some(d.index);
                 }
                 b.cursor += 1;
             }
@@ -568,17 +582,40 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         deadline: Millis,
         origin: u32,
     ) {
-        if let Some(i) = self.find(model, key) {
-            self.remove(i);
+        match self.find(model, key) {
+            Some(i) => self.guard_until(i, failed, deadline, origin),
+            None => self.put(
+                model,
+                key,
+                deadline,
+                deadline,
+                origin,
+                Kind::Guard { failed },
+            ),
         }
-        self.put(
-            model,
-            key,
-            deadline,
-            deadline,
-            origin,
-            Kind::Guard { failed },
-        );
+    }
+
+    /// Turns live slot `index` into a guard until `deadline`, filed in the expiry order
+    /// as a new entry (its generation moves on, so its earlier place there is stale): what
+    /// freeing the slot and putting a guard for its key would leave, since the slot freed
+    /// is the one taken next, without touching the table.
+    fn guard_until(&mut self, index: u32, failed: bool, deadline: Millis, origin: u32) {
+        let Some(slot) = self.slots.get_mut(index as usize) else {
+            return;
+        };
+        if matches!(slot.kind, Kind::Prediction(_)) {
+            self.predictions -= 1;
+        }
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.kind = Kind::Guard { failed };
+        slot.time = deadline;
+        slot.deadline = deadline;
+        slot.origin = origin;
+        let generation = slot.generation;
+        self.expiry
+            .entry(deadline.div_euclid(BUCKET_MS))
+            .or_default()
+            .push(index, generation, deadline);
     }
 
     /// Turns the prediction in slot `index` into a guard until its deadline: the slot
@@ -634,14 +671,14 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
             // of either from counting again.
             self.stats.unlabeled += 1;
             self.stats.unmatched_labels += 1;
-            self.replace_with_guard(model, key, false, deadline.max(label_deadline), origin);
+            self.guard_until(index, false, deadline.max(label_deadline), origin);
             Joined::AfterTtl(Unlabeled {
                 prediction: payload,
                 prediction_time: time,
                 deadline,
             })
         } else if time <= label_deadline {
-            self.replace_with_guard(model, key, false, deadline, origin);
+            self.guard_until(index, false, deadline, origin);
             self.stats.matched += 1;
             Joined::Matched(Match {
                 prediction: payload,
@@ -921,5 +958,42 @@ mod tests {
             late,
             Joined::AfterTtl(Unlabeled { deadline: 301, .. })
         ));
+    }
+
+    #[test]
+    fn a_guard_left_by_an_early_label_lasts_until_the_prediction_deadline() {
+        let mut j = J::new(100);
+        // The label waits until 3 000; its prediction's guard must last until 12 500.
+        assert_eq!(
+            j.insert_label(0, k("b"), 2_000, 1_000, "l", 0),
+            Joined::Pending
+        );
+        assert!(matches!(
+            j.insert_prediction(0, k("b"), 2_500, 10_000, "p", 1),
+            Joined::Matched(_)
+        ));
+        // Same deadline, put after the guard: it expires after the guard.
+        j.insert_prediction(0, k("c"), 2_500, 10_000, "pc", 1);
+        assert!(j.expire_before(3_001).is_empty());
+        assert_eq!(
+            j.len(),
+            2,
+            "the label's place in the expiry order went with it"
+        );
+        assert_eq!(
+            j.insert_label(0, k("b"), 4_000, 1_000, "l2", 0),
+            Joined::Duplicate
+        );
+        let order: Vec<(RequestKey, u32)> = j
+            .copy_origins(&[1])
+            .into_iter()
+            .map(|m| (m.key, m.model))
+            .collect();
+        assert_eq!(order, vec![(k("b"), 0), (k("c"), 0)]);
+        let expired = j.expire_before(12_501);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].unlabeled.prediction, "pc");
+        assert!(j.is_empty());
+        assert_eq!(j.stats.duplicate_labels, 1);
     }
 }
