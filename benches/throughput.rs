@@ -205,10 +205,16 @@ fn floor(dir: &Path) -> anyhow::Result<u64> {
 
 /// Every event of both files, decoded and merged by event time, with its keys: what the
 /// `engine` phase feeds the engine, so that it times the engine alone.
-fn decoded(
-    dir: &Path,
-    cfg: &slaguard::config::SlaConfig,
-) -> anyhow::Result<Vec<(usize, Event, slaguard::engine::EventKeys)>> {
+/// An event decoded as a replay's reading thread decodes it: its input, the event, its
+/// keys and (an inference's) drift and data-quality facts.
+type Decoded = (
+    usize,
+    Event,
+    slaguard::engine::EventKeys,
+    Vec<slaguard::series::Fact>,
+);
+
+fn decoded(dir: &Path, cfg: &slaguard::config::SlaConfig) -> anyhow::Result<Vec<Decoded>> {
     let mut events = Vec::new();
     for (input, file) in ["inferences.jsonl", "labels.jsonl"].into_iter().enumerate() {
         let mut lines = Lines::open(&dir.join(file))?;
@@ -222,13 +228,17 @@ fn decoded(
                 .ok()
                 .and_then(|e| slaguard::engine::EventKeys::of(cfg, &e).map(|k| (e, k)))
             {
-                events.push((input, e, keys));
+                let mut facts = Vec::new();
+                if let Event::Inference(i) = &e {
+                    slaguard::engine::profile_facts(cfg, keys, i, &mut facts);
+                }
+                events.push((input, e, keys, facts));
             }
         }
     }
     // Stable: events of one time keep their file order, inferences first, as a replay
     // takes them.
-    events.sort_by_key(|(input, e, _)| (e.time(), *input));
+    events.sort_by_key(|(input, e, _, _)| (e.time(), *input));
     Ok(events)
 }
 
@@ -240,9 +250,11 @@ fn engine_alone(dir: &Path) -> anyhow::Result<(u64, f64)> {
     let mut engine = slaguard::engine::Engine::new(Arc::clone(&cfg));
     let sources = [engine.add_source(), engine.add_source()];
     let start = Instant::now();
-    for (input, event, keys) in &events {
+    for (input, event, keys, facts) in &events {
         let _ = match event {
-            Event::Inference(e) => engine.handle_inference_keyed(sources[*input], e, *keys),
+            Event::Inference(e) => {
+                engine.handle_inference_prepared(sources[*input], e, *keys, facts)
+            }
             Event::Label(e) => engine.handle_label_keyed(sources[*input], e, *keys),
             Event::Ack(_) => Ok(()),
         };

@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::Arc;
@@ -14,9 +15,10 @@ use std::sync::Arc;
 use crate::config::SlaConfig;
 use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
 use crate::decode;
-use crate::engine::{Engine, EventKeys};
+use crate::engine::{profile_facts, Engine, EventKeys};
 use crate::event::Event;
 use crate::output::Output;
+use crate::series::Fact;
 use crate::time::Millis;
 use crate::watermark::SourceId;
 
@@ -77,6 +79,8 @@ struct DecodedLine {
     outcome: Result<Event, Reason>,
     /// The event's model index and request key, for inferences and labels.
     keys: Option<EventKeys>,
+    /// Where an inference's drift and data-quality facts lie in the chunk's facts.
+    facts: Range<usize>,
 }
 
 /// Consecutive lines of one file, read and decoded on that file's own thread: their
@@ -84,6 +88,8 @@ struct DecodedLine {
 struct Chunk {
     text: Vec<u8>,
     lines: Vec<DecodedLine>,
+    /// The inferences' drift and data-quality facts ([`profile_facts`]).
+    facts: Vec<Fact>,
     /// Bytes of trailing blank lines, counted when the file ends.
     trailing: u64,
 }
@@ -114,11 +120,13 @@ fn read_file(
             Ok(mut c) => {
                 c.text.clear();
                 c.lines.clear();
+                c.facts.clear();
                 c
             }
             Err(_) => Chunk {
                 text: Vec::with_capacity(CHUNK_LINES * 256),
                 lines: Vec::with_capacity(CHUNK_LINES),
+                facts: Vec::new(),
                 trailing: 0,
             },
         };
@@ -155,6 +163,11 @@ fn read_file(
                 InputKind::Acks => decode::ack(line).map(Event::Ack),
             };
             let keys = outcome.as_ref().ok().and_then(|e| EventKeys::of(config, e));
+            let first_fact = chunk.facts.len();
+            if let (Ok(Event::Inference(e)), Some(keys)) = (&outcome, keys) {
+                profile_facts(config, keys, e, &mut chunk.facts);
+            }
+            let facts = first_fact..chunk.facts.len();
             let start = chunk.text.len();
             chunk.text.extend_from_slice(line);
             chunk.lines.push(DecodedLine {
@@ -164,6 +177,7 @@ fn read_file(
                 bytes: std::mem::take(&mut blank_bytes),
                 outcome,
                 keys,
+                facts,
             });
         }
         if ended {
@@ -253,13 +267,15 @@ impl Cursor {
         }
     }
 
-    /// The event not yet taken, if any, and its keys.
-    fn next_keyed(&self) -> Option<(&Event, Option<EventKeys>)> {
+    /// The event not yet taken, if any, its keys and its facts.
+    fn next_keyed(&self) -> Option<(&Event, Option<EventKeys>, &[Fact])> {
         if !self.ready {
             return None;
         }
-        let line = self.chunk.as_ref()?.lines.get(self.at)?;
-        Some((line.outcome.as_ref().ok()?, line.keys))
+        let chunk = self.chunk.as_ref()?;
+        let line = chunk.lines.get(self.at)?;
+        let facts = chunk.facts.get(line.facts.clone()).unwrap_or_default();
+        Some((line.outcome.as_ref().ok()?, line.keys, facts))
     }
 
     /// Takes lines until the next decodable event, sending undecodable ones to `dead`.
@@ -483,11 +499,13 @@ impl MergedInputs {
             .unwrap_or(SourceId(i));
         let c = self.cursors.get_mut(i)?;
         let result = match c.next_keyed()? {
-            (Event::Inference(e), Some(keys)) => engine.handle_inference_keyed(source, e, keys),
-            (Event::Inference(e), None) => engine.handle_inference(source, e),
-            (Event::Label(e), Some(keys)) => engine.handle_label_keyed(source, e, keys),
-            (Event::Label(e), None) => engine.handle_label(source, e),
-            (Event::Ack(a), _) => {
+            (Event::Inference(e), Some(keys), facts) => {
+                engine.handle_inference_prepared(source, e, keys, facts)
+            }
+            (Event::Inference(e), None, _) => engine.handle_inference(source, e),
+            (Event::Label(e), Some(keys), _) => engine.handle_label_keyed(source, e, keys),
+            (Event::Label(e), None, _) => engine.handle_label(source, e),
+            (Event::Ack(a), _, _) => {
                 let mut a = a.clone();
                 a.origin = Some(c.origin());
                 engine.handle_ack(a)

@@ -1,11 +1,15 @@
 //! What the engine reads of an event before it touches its state: the index of the
-//! event's model in the SLA and the join key of its request. Computing them is pure, so a
-//! shell may do it beside the engine (a file replay does, on each file's decoding thread)
-//! and hand them in with the event.
+//! event's model in the SLA, the join key of its request and, for an inference, its drift
+//! and data-quality facts against the model's reference profile. Computing them is pure,
+//! so a shell may do it beside the engine (a file replay does, on each file's decoding
+//! thread; `run`, on each shard's) and hand them in with the event.
 
-use crate::config::SlaConfig;
-use crate::event::Event;
+use crate::config::{ModelSla, SlaConfig};
+use crate::event::{Event, FeatureValue, Inference};
 use crate::join::RequestKey;
+use crate::metric::{Family, ALL_FEATURES, SCORE};
+use crate::profile::Profile;
+use crate::series::Fact;
 
 /// An event's model index and request key, for one SLA's model list. The list is fixed
 /// for an engine's life (a reload that changes it is refused), so keys computed with any
@@ -32,5 +36,66 @@ impl EventKeys {
             Event::Label(e) => Some(EventKeys::new(config, &e.model_id, &e.request_id)),
             Event::Ack(_) => None,
         }
+    }
+}
+
+/// An inference's drift and data-quality facts, appended to `out`: one per distinct family
+/// of its model's objectives, in their order, as the engine records them. They depend on
+/// the model's objectives and reference profile, which a reload cannot change either, so
+/// facts computed with any version of an engine's SLA hold.
+pub fn profile_facts(config: &SlaConfig, keys: EventKeys, ev: &Inference, out: &mut Vec<Fact>) {
+    let Some(model) = keys.model.and_then(|i| config.models.get(i as usize)) else {
+        return;
+    };
+    let Some(profile) = &model.profile else {
+        return;
+    };
+    out.extend(profile_families(model).filter_map(|f| profile_fact(profile, f, ev)));
+}
+
+/// The distinct drift and data-quality families of a model's objectives.
+pub(super) fn profile_families(model: &ModelSla) -> impl Iterator<Item = Family> + '_ {
+    let objectives = &model.objectives;
+    objectives.iter().enumerate().filter_map(|(i, o)| {
+        let first = !objectives[..i].iter().any(|p| p.family == o.family);
+        (matches!(o.family, Family::Drift(_) | Family::Quality { .. }) && first).then_some(o.family)
+    })
+}
+
+/// What an inference contributes to one drift or data-quality family, computed against
+/// the reference profile.
+pub(super) fn profile_fact(profile: &Profile, family: Family, ev: &Inference) -> Option<Fact> {
+    let value = |name: &str| ev.features.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    match family {
+        Family::Drift(f) if f == SCORE => {
+            let score = ev.prediction.as_ref().and_then(|p| p.score)?;
+            let bin = profile
+                .score
+                .as_ref()?
+                .bin_of(&FeatureValue::Number(score))?;
+            Some(Fact::Drift { feature: f, bin })
+        }
+        Family::Drift(f) => {
+            let (name, p) = profile.features.iter().nth(f as usize)?;
+            Some(Fact::Drift {
+                feature: f,
+                bin: p.bin_of(value(name)?)?,
+            })
+        }
+        Family::Quality { feature, range } => {
+            let bounds = range.map(|(lo, hi)| (f64::from_bits(lo), f64::from_bits(hi)));
+            let counts = if feature == ALL_FEATURES {
+                profile.quality_all(&ev.features, bounds)
+            } else {
+                let (name, p) = profile.features.iter().nth(feature as usize)?;
+                p.quality_of(value(name), bounds)
+            };
+            Some(Fact::Quality {
+                feature,
+                range,
+                counts,
+            })
+        }
+        _ => None,
     }
 }

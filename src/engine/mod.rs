@@ -21,15 +21,14 @@ use crate::burn_rate;
 use crate::config::{EscalationPolicy, ModelSla, SlaConfig};
 use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
 use crate::escalation::Escalation;
-use crate::event::{Ack, AckAction, AckTarget, Event, FeatureValue, Inference, Label, Status};
+use crate::event::{Ack, AckAction, AckTarget, Event, Inference, Label, Status};
 use crate::incident_log::IncidentLog;
 use crate::join::{JoinState, Joined, Match, Unlabeled};
-use crate::metric::{Family, Task, ALL_FEATURES, SCORE};
+use crate::metric::{Family, Task, SCORE};
 use crate::output::{
     BreachEvent, BreachKind, BurnRateFired, EscalationEvent, MetricSnapshot, Output,
     PagerDutyEvent, PagerDutyPayload, Segment,
 };
-use crate::profile::Profile;
 use crate::series::{Fact, RecordStats, SegmentKey, Series};
 
 mod keys;
@@ -37,7 +36,7 @@ mod shard;
 use crate::summary::{Measured, RegressionOutcome, ScoredOutcome};
 use crate::time::{format_duration, format_rfc3339, Millis};
 use crate::watermark::{SourceId, Watermark};
-pub use keys::EventKeys;
+pub use keys::{profile_facts, EventKeys};
 use shard::ShardBuffer;
 
 /// The interners' maps: looked up for every event, keyed by short strings and tuples, so
@@ -256,7 +255,7 @@ impl ModelState {
             series,
             objectives,
             versions: BTreeMap::new(),
-            profile_families: profile_families(m),
+            profile_families: keys::profile_families(m).collect(),
             profile_facts: Vec::new(),
             started: false,
         }
@@ -616,7 +615,30 @@ impl Engine {
         ev: &Inference,
         keys: EventKeys,
     ) -> Result<(), Reason> {
-        let result = self.inference(source, ev, keys);
+        self.counted_inference(source, ev, keys, None)
+    }
+
+    /// [`Engine::handle_inference`] with the event's keys and its drift and data-quality
+    /// facts ([`profile_facts`], with any version of this engine's SLA) computed
+    /// beforehand.
+    pub fn handle_inference_prepared(
+        &mut self,
+        source: SourceId,
+        ev: &Inference,
+        keys: EventKeys,
+        facts: &[Fact],
+    ) -> Result<(), Reason> {
+        self.counted_inference(source, ev, keys, Some(facts))
+    }
+
+    fn counted_inference(
+        &mut self,
+        source: SourceId,
+        ev: &Inference,
+        keys: EventKeys,
+        facts: Option<&[Fact]>,
+    ) -> Result<(), Reason> {
+        let result = self.inference(source, ev, keys, facts);
         if result.is_err() {
             self.state.stats.rejected += 1;
         }
@@ -628,6 +650,7 @@ impl Engine {
         source: SourceId,
         ev: &Inference,
         keys: EventKeys,
+        facts: Option<&[Fact]>,
     ) -> Result<(), Reason> {
         let mi = self.keyed_model(keys, &ev.model_id)?;
         let model = &self.config.models[mi];
@@ -752,20 +775,26 @@ impl Engine {
             latency_ms: ev.latency_ms,
         };
         self.record(mi, ev.timestamp, fact, dims);
-        let mut facts = std::mem::take(&mut self.state.models[mi].profile_facts);
-        facts.clear();
-        if let Some(profile) = &self.config.models[mi].profile {
-            let families = &self.state.models[mi].profile_families;
-            facts.extend(
-                families
-                    .iter()
-                    .filter_map(|family| profile_fact(profile, *family, ev)),
-            );
-        }
-        for fact in &facts {
+        let mut own = std::mem::take(&mut self.state.models[mi].profile_facts);
+        own.clear();
+        let facts = match facts {
+            Some(facts) => facts,
+            None => {
+                if let Some(profile) = &self.config.models[mi].profile {
+                    let families = &self.state.models[mi].profile_families;
+                    own.extend(
+                        families
+                            .iter()
+                            .filter_map(|family| keys::profile_fact(profile, *family, ev)),
+                    );
+                }
+                &own
+            }
+        };
+        for fact in facts {
             self.record(mi, ev.timestamp, *fact, dims);
         }
-        self.state.models[mi].profile_facts = facts;
+        self.state.models[mi].profile_facts = own;
         match joined {
             Joined::Matched(m) => self.record_match(mi, m),
             Joined::AfterTtl(u) => self.record_unlabeled(mi, u),
@@ -1511,57 +1540,6 @@ fn inhibited(model: &ModelSla, objectives: &[ObjectiveState], oi: usize) -> bool
                 && o.inhibits.contains(name)
                 && state.trackers.values().any(|t| t.open.is_some())
         })
-}
-
-/// The distinct drift and data-quality families of a model's objectives.
-fn profile_families(model: &ModelSla) -> Vec<Family> {
-    let mut families: Vec<Family> = Vec::new();
-    for o in &model.objectives {
-        if matches!(o.family, Family::Drift(_) | Family::Quality { .. })
-            && !families.contains(&o.family)
-        {
-            families.push(o.family);
-        }
-    }
-    families
-}
-
-/// What an inference contributes to one drift or data-quality family, computed against
-/// the reference profile.
-fn profile_fact(profile: &Profile, family: Family, ev: &Inference) -> Option<Fact> {
-    let value = |name: &str| ev.features.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-    match family {
-        Family::Drift(f) if f == SCORE => {
-            let score = ev.prediction.as_ref().and_then(|p| p.score)?;
-            let bin = profile
-                .score
-                .as_ref()?
-                .bin_of(&FeatureValue::Number(score))?;
-            Some(Fact::Drift { feature: f, bin })
-        }
-        Family::Drift(f) => {
-            let (name, p) = profile.features.iter().nth(f as usize)?;
-            Some(Fact::Drift {
-                feature: f,
-                bin: p.bin_of(value(name)?)?,
-            })
-        }
-        Family::Quality { feature, range } => {
-            let bounds = range.map(|(lo, hi)| (f64::from_bits(lo), f64::from_bits(hi)));
-            let counts = if feature == ALL_FEATURES {
-                profile.quality_all(&ev.features, bounds)
-            } else {
-                let (name, p) = profile.features.iter().nth(feature as usize)?;
-                p.quality_of(value(name), bounds)
-            };
-            Some(Fact::Quality {
-                feature,
-                range,
-                counts,
-            })
-        }
-        _ => None,
-    }
 }
 
 /// Builds an escalation event (with its PagerDuty form) for an incident of objective `oi`

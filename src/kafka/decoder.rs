@@ -1,6 +1,6 @@
 //! A shard's decoding thread. The shard copies what the consumer has ready into an
 //! [`InputBatch`] and hands it to this thread, which decodes every message and computes
-//! its [`EventKeys`]; the engine applies one batch while the next is decoded. A batch the
+//! its [`EventKeys`] (and an inference's facts, [`profile_facts`]); the engine applies one batch while the next is decoded. A batch the
 //! engine is done with goes back to the thread, which drops its events (where they were
 //! made) and returns it empty for reuse.
 //!
@@ -19,8 +19,9 @@ use crate::avro::Codecs;
 use crate::config::SlaConfig;
 use crate::dead_letter::{InputKind, Reason};
 use crate::decode;
-use crate::engine::EventKeys;
+use crate::engine::{profile_facts, EventKeys};
 use crate::event::Event;
+use crate::series::Fact;
 
 /// One input message of a batch.
 pub(super) struct InputMessage {
@@ -36,6 +37,8 @@ pub(super) struct InputMessage {
     pub decoded: Option<Result<Event, Reason>>,
     /// The event's keys, for inferences and labels.
     pub keys: Option<EventKeys>,
+    /// Where an inference's drift and data-quality facts lie in the batch's facts.
+    facts: Range<usize>,
 }
 
 /// Consecutive messages as the consumer delivered them, with their bytes.
@@ -44,6 +47,8 @@ pub(super) struct InputBatch {
     bytes: Vec<u8>,
     topics: Vec<String>,
     pub messages: Vec<InputMessage>,
+    /// The inferences' drift and data-quality facts ([`profile_facts`]).
+    facts: Vec<Fact>,
     decoded: bool,
 }
 
@@ -84,6 +89,7 @@ impl InputBatch {
             kind: None,
             decoded: None,
             keys: None,
+            facts: 0..0,
         });
     }
 
@@ -107,6 +113,7 @@ impl InputBatch {
         self.bytes.clear();
         self.topics.clear();
         self.messages.clear();
+        self.facts.clear();
         self.decoded = false;
     }
 
@@ -116,6 +123,11 @@ impl InputBatch {
 
     pub fn payload(&self, m: &InputMessage) -> &[u8] {
         self.bytes.get(m.payload.clone()).unwrap_or(&[])
+    }
+
+    /// An inference's drift and data-quality facts, once decoded.
+    pub fn facts(&self, m: &InputMessage) -> &[Fact] {
+        self.facts.get(m.facts.clone()).unwrap_or_default()
     }
 
     pub fn key(&self, m: &InputMessage) -> Option<&[u8]> {
@@ -133,6 +145,11 @@ impl InputBatch {
             let payload = self.bytes.get(m.payload.clone()).unwrap_or(&[]);
             let decoded = decode::event(kind, settings.formats.input(kind), payload, codecs);
             m.keys = decoded.as_ref().ok().and_then(|e| EventKeys::of(config, e));
+            let first = self.facts.len();
+            if let (Ok(Event::Inference(e)), Some(keys)) = (&decoded, m.keys) {
+                profile_facts(config, keys, e, &mut self.facts);
+            }
+            m.facts = first..self.facts.len();
             m.kind = Some(kind);
             m.decoded = Some(decoded);
         }

@@ -52,6 +52,7 @@ use crate::config::SlaConfig;
 use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
 use crate::engine::Engine;
 use crate::event::Event;
+use crate::series::Fact;
 use crate::telemetry::{Outcome, StageReport, Telemetry};
 use crate::time::Millis;
 use crate::watermark::SourceId;
@@ -329,7 +330,8 @@ impl State {
                 },
                 raw: batch.payload(m).to_vec(),
             };
-            let result = self.apply_message(key, source, m, decoded, &origin, replayed);
+            let facts = batch.facts(m);
+            let result = self.apply_message(key, source, m, decoded, facts, &origin, replayed);
             let seen = replayed || dead_below.is_some_and(|d| offset < d);
             let outcome = match (&result, replayed) {
                 (_, true) => Outcome::Reread,
@@ -365,6 +367,7 @@ impl State {
         source: Option<SourceId>,
         m: &InputMessage,
         decoded: &Result<Event, Reason>,
+        facts: &[Fact],
         origin: &impl Fn() -> Origin,
         replayed: bool,
     ) -> Result<(), Reason> {
@@ -374,7 +377,9 @@ impl State {
         self.mark(key, event.time().div_euclid(self.every), m.offset);
         let source = source.unwrap_or(SourceId(usize::MAX));
         let apply = |engine: &mut Engine| match (event, m.keys) {
-            (Event::Inference(e), Some(keys)) => engine.handle_inference_keyed(source, e, keys),
+            (Event::Inference(e), Some(keys)) => {
+                engine.handle_inference_prepared(source, e, keys, facts)
+            }
             (Event::Label(e), Some(keys)) => engine.handle_label_keyed(source, e, keys),
             (Event::Ack(a), _) => {
                 let mut a = a.clone();
