@@ -7,7 +7,7 @@
 //! whatever the number of events in the window. Intervals are stored sparsely: a gap in
 //! the data costs nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +21,10 @@ pub struct SlidingWindow<S> {
     base: i64,
     /// Aggregate covers the stored intervals in `[base, hi)`.
     hi: i64,
-    intervals: BTreeMap<i64, S>,
+    /// (interval, summary), in interval order. Events mostly go to the newest interval, at
+    /// the back; stored as a map.
+    #[serde(with = "as_map")]
+    intervals: VecDeque<(i64, S)>,
     aggregate: S,
 }
 
@@ -40,7 +43,7 @@ impl<S: Summary> SlidingWindow<S> {
             len: len.max(1),
             base: i64::MIN,
             hi: i64::MIN,
-            intervals: BTreeMap::new(),
+            intervals: VecDeque::new(),
             aggregate: S::default(),
         }
     }
@@ -50,7 +53,20 @@ impl<S: Summary> SlidingWindow<S> {
         if k < self.base {
             return Recorded::TooLate;
         }
-        update(self.intervals.entry(k).or_default());
+        let summary = match self.intervals.back_mut() {
+            Some((last, s)) if *last == k => s,
+            _ => {
+                let i = match self.intervals.binary_search_by_key(&k, |(j, _)| *j) {
+                    Ok(i) => i,
+                    Err(i) => {
+                        self.intervals.insert(i, (k, S::default()));
+                        i
+                    }
+                };
+                &mut self.intervals[i].1
+            }
+        };
+        update(summary);
         if k < self.hi {
             update(&mut self.aggregate);
         }
@@ -62,18 +78,18 @@ impl<S: Summary> SlidingWindow<S> {
     pub fn advance_to(&mut self, n: i64) -> &S {
         if n > self.hi {
             let from = self.hi.max(self.base);
-            for (_, s) in self.intervals.range(from..n) {
+            let start = self.intervals.partition_point(|(k, _)| *k < from);
+            let end = self.intervals.partition_point(|(k, _)| *k < n);
+            for (_, s) in self.intervals.range(start..end.max(start)) {
                 self.aggregate.merge(s);
             }
             self.hi = n;
         }
         let lo = n - self.len;
-        while let Some(entry) = self.intervals.first_entry() {
-            if *entry.key() >= lo {
+        while self.intervals.front().is_some_and(|(k, _)| *k < lo) {
+            let Some((k, s)) = self.intervals.pop_front() else {
                 break;
-            }
-            let k = *entry.key();
-            let s = entry.remove();
+            };
             if k < self.hi {
                 self.aggregate.unmerge(&s);
             }
@@ -97,6 +113,25 @@ impl<S: Summary> SlidingWindow<S> {
     }
 }
 
+/// The intervals as a map from interval to summary, in order.
+mod as_map {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serialize, Z: Serializer>(
+        intervals: &VecDeque<(i64, S)>,
+        z: Z,
+    ) -> Result<Z::Ok, Z::Error> {
+        z.collect_map(intervals.iter().map(|(k, s)| (k, s)))
+    }
+
+    pub fn deserialize<'de, S: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<VecDeque<(i64, S)>, D::Error> {
+        Ok(BTreeMap::<i64, S>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +151,41 @@ mod tests {
         assert_eq!(w.record(2, |s| s.record(true)), Recorded::TooLate);
         assert_eq!(w.advance_to(20).total, 0);
         assert!(w.is_idle());
+    }
+
+    #[test]
+    fn intervals_out_of_order_and_stored_as_a_map() {
+        let mut w: SlidingWindow<ReliabilitySummary> = SlidingWindow::new(3);
+        for k in [5, 3, 7, 3, 6, 4] {
+            assert_eq!(w.record(k, |s| s.record(true)), Recorded::Stored);
+        }
+        // The bytes a map of the intervals gives (as snapshots have always stored them).
+        #[derive(Serialize)]
+        struct AsMap<'a> {
+            len: i64,
+            base: i64,
+            hi: i64,
+            intervals: BTreeMap<i64, &'a ReliabilitySummary>,
+            aggregate: &'a ReliabilitySummary,
+        }
+        let map = AsMap {
+            len: w.len,
+            base: w.base,
+            hi: w.hi,
+            intervals: w.intervals.iter().map(|(k, s)| (*k, s)).collect(),
+            aggregate: &w.aggregate,
+        };
+        let keys: Vec<i64> = map.intervals.keys().copied().collect();
+        assert_eq!(keys, [3, 4, 5, 6, 7]);
+        let bytes = postcard::to_stdvec(&w).expect("serialize");
+        assert_eq!(bytes, postcard::to_stdvec(&map).expect("serialize"));
+        let json = serde_json::to_value(&w).expect("serialize");
+        assert_eq!(json, serde_json::to_value(&map).expect("serialize"));
+        let mut back: SlidingWindow<ReliabilitySummary> =
+            serde_json::from_value(json).expect("deserialize");
+        for w in [&mut w, &mut back] {
+            assert_eq!(w.advance_to(6).total, 4, "intervals 3 (two events), 4, 5");
+            assert_eq!(w.advance_to(8).total, 3, "intervals 5, 6, 7");
+        }
     }
 }
