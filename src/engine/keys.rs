@@ -7,18 +7,22 @@
 use crate::config::{ModelSla, SlaConfig};
 use crate::event::{Event, FeatureValue, Inference};
 use crate::join::RequestKey;
-use crate::metric::{Family, ALL_FEATURES, SCORE};
+use crate::metric::{Family, Task, ALL_FEATURES, SCORE};
 use crate::profile::Profile;
 use crate::series::Fact;
 
-/// An event's model index and request key, for one SLA's model list. The list is fixed
-/// for an engine's life (a reload that changes it is refused), so keys computed with any
-/// version of the engine's SLA hold.
+/// An event's model index and request key, for one SLA's model list, and whether its
+/// class label is the model's positive label. The list, and each model's task and
+/// positive label, are fixed for an engine's life (a reload that changes them is
+/// refused), so keys computed with any version of the engine's SLA hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventKeys {
     /// `None`: the SLA has no such model.
     pub(super) model: Option<u32>,
     pub(super) request: RequestKey,
+    /// For a binary model's label, or a prediction given as a class label: whether that
+    /// label is the positive one (`None`: not computed, or no label).
+    pub(super) positive: Option<bool>,
 }
 
 impl EventKeys {
@@ -26,16 +30,30 @@ impl EventKeys {
         EventKeys {
             model: config.model(model_id).map(|(i, _)| i as u32),
             request: RequestKey::of(request_id),
+            positive: None,
         }
     }
 
     /// The keys of a decoded inference or label; `None` for an ack, which has none.
     pub fn of(config: &SlaConfig, event: &Event) -> Option<EventKeys> {
-        match event {
-            Event::Inference(e) => Some(EventKeys::new(config, &e.model_id, &e.request_id)),
-            Event::Label(e) => Some(EventKeys::new(config, &e.model_id, &e.request_id)),
-            Event::Ack(_) => None,
+        let (mut keys, label) = match event {
+            Event::Inference(e) => (
+                EventKeys::new(config, &e.model_id, &e.request_id),
+                e.prediction.as_ref().and_then(|p| p.label.as_deref()),
+            ),
+            Event::Label(e) => (
+                EventKeys::new(config, &e.model_id, &e.request_id),
+                e.label.as_deref(),
+            ),
+            Event::Ack(_) => return None,
+        };
+        let model = keys.model.and_then(|i| config.models.get(i as usize));
+        if let (Some(model), Some(label)) = (model, label) {
+            if model.task == Task::BinaryClassification {
+                keys.positive = Some(label == model.positive_label);
+            }
         }
+        Some(keys)
     }
 }
 
@@ -97,5 +115,72 @@ pub(super) fn profile_fact(profile: &Profile, family: Family, ev: &Inference) ->
             })
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Label, Prediction, Status};
+
+    const YAML: &str = r#"
+sla_version: "v1"
+models:
+  - model_id: fraud
+    task: binary_classification
+    positive_label: "yes"
+    objectives:
+      - {name: acc, metric: accuracy, op: ">=", target: 0.9, window: 5m}
+  - model_id: eta
+    task: regression
+    objectives:
+      - {name: mae, metric: mae, op: "<=", target: 3, window: 5m}
+"#;
+
+    fn label(model: &str, label: Option<&str>) -> Event {
+        Event::Label(Label {
+            request_id: "r-1".into(),
+            model_id: model.into(),
+            timestamp: 0,
+            label: label.map(str::to_string),
+            value: Some(1.0),
+        })
+    }
+
+    #[test]
+    fn a_binary_models_labels_are_judged_against_its_positive_label() {
+        let config = crate::config::parse(YAML, "t.yaml", None).expect("valid");
+        let positive = |e: &Event| EventKeys::of(&config, e).and_then(|k| k.positive);
+        assert_eq!(positive(&label("fraud", Some("yes"))), Some(true));
+        assert_eq!(positive(&label("fraud", Some("no"))), Some(false));
+        assert_eq!(positive(&label("fraud", None)), None);
+        assert_eq!(positive(&label("eta", Some("yes"))), None, "not binary");
+        assert_eq!(
+            positive(&label("other", Some("yes"))),
+            None,
+            "no such model"
+        );
+        let inference = Event::Inference(Inference {
+            request_id: "r-1".into(),
+            model_id: "fraud".into(),
+            model_version: None,
+            timestamp: 0,
+            latency_ms: None,
+            status: Status::Ok,
+            prediction: Some(Prediction {
+                score: None,
+                label: Some("yes".into()),
+                value: None,
+            }),
+            attributes: Vec::new(),
+            features: Vec::new(),
+        });
+        assert_eq!(positive(&inference), Some(true));
+        let keys = EventKeys::of(&config, &inference).expect("keys");
+        assert_eq!(
+            (keys.model, keys.request),
+            (Some(0), RequestKey::of("r-1")),
+            "the same keys as EventKeys::new"
+        );
     }
 }

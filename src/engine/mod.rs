@@ -668,7 +668,9 @@ impl Engine {
                 Task::BinaryClassification => {
                     let predicted = match (p.score, &p.label) {
                         (Some(s), _) => s >= model.decision_threshold,
-                        (None, Some(l)) => *l == model.positive_label,
+                        (None, Some(l)) => {
+                            keys.positive.unwrap_or_else(|| *l == model.positive_label)
+                        }
                         (None, None) => {
                             return Err(Reason::MissingField("prediction.score".to_string()))
                         }
@@ -837,7 +839,7 @@ impl Engine {
                     .label
                     .as_deref()
                     .ok_or_else(|| Reason::MissingField("label".to_string()))?;
-                Truth::Binary(l == model.positive_label)
+                Truth::Binary(keys.positive.unwrap_or_else(|| l == model.positive_label))
             }
             Task::MulticlassClassification => {
                 let l = ev
