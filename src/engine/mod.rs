@@ -615,7 +615,8 @@ impl Engine {
         ev: &Inference,
         keys: EventKeys,
     ) -> Result<(), Reason> {
-        self.counted_inference(source, ev, keys, None)
+        let result = self.inference(source, ev, keys, None);
+        self.counted(result)
     }
 
     /// [`Engine::handle_inference`] with the event's keys and its drift and data-quality
@@ -628,17 +629,12 @@ impl Engine {
         keys: EventKeys,
         facts: &[Fact],
     ) -> Result<(), Reason> {
-        self.counted_inference(source, ev, keys, Some(facts))
+        let result = self.inference(source, ev, keys, Some(facts));
+        self.counted(result)
     }
 
-    fn counted_inference(
-        &mut self,
-        source: SourceId,
-        ev: &Inference,
-        keys: EventKeys,
-        facts: Option<&[Fact]>,
-    ) -> Result<(), Reason> {
-        let result = self.inference(source, ev, keys, facts);
+    /// Counts a rejected event.
+    fn counted(&mut self, result: Result<(), Reason>) -> Result<(), Reason> {
         if result.is_err() {
             self.state.stats.rejected += 1;
         }
@@ -822,10 +818,7 @@ impl Engine {
         keys: EventKeys,
     ) -> Result<(), Reason> {
         let result = self.label(source, ev, keys);
-        if result.is_err() {
-            self.state.stats.rejected += 1;
-        }
-        result
+        self.counted(result)
     }
 
     fn label(&mut self, source: SourceId, ev: &Label, keys: EventKeys) -> Result<(), Reason> {
