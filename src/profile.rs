@@ -2,7 +2,7 @@
 //! score, against which drift is measured. Built from inference events with
 //! `slaguard profile`, or written by hand; validated on load.
 //!
-//! Numeric value v falls in bin i when edges[i-1] <= v < edges[i]; the first and last bins
+//! Numeric value v falls in bin i when `edges[i-1] <= v < edges[i]`; the first and last bins
 //! are open-ended. Categorical values not in the profile fall in `__other__`.
 
 use std::collections::BTreeMap;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::config::SlaConfig;
 use crate::dead_letter::{DeadLetter, InputKind, Origin, Position, Reason};
 use crate::decode;
-use crate::engine::{profile_facts, Engine, EventKeys};
+use crate::engine::{prepare, Engine, EventKeys};
 use crate::event::Event;
 use crate::output::Output;
 use crate::series::Fact;
@@ -88,7 +88,7 @@ struct DecodedLine {
 struct Chunk {
     text: Vec<u8>,
     lines: Vec<DecodedLine>,
-    /// The inferences' drift and data-quality facts ([`profile_facts`]).
+    /// The inferences' drift and data-quality facts ([`prepare`]).
     facts: Vec<Fact>,
     /// Bytes of trailing blank lines, counted when the file ends.
     trailing: u64,
@@ -162,12 +162,10 @@ fn read_file(
                 InputKind::Labels => decode::label(line).map(Event::Label),
                 InputKind::Acks => decode::ack(line).map(Event::Ack),
             };
-            let keys = outcome.as_ref().ok().and_then(|e| EventKeys::of(config, e));
-            let first_fact = chunk.facts.len();
-            if let (Ok(Event::Inference(e)), Some(keys)) = (&outcome, keys) {
-                profile_facts(config, keys, e, &mut chunk.facts);
-            }
-            let facts = first_fact..chunk.facts.len();
+            let (keys, facts) = match &outcome {
+                Ok(e) => prepare(config, e, &mut chunk.facts),
+                Err(_) => (None, 0..0),
+            };
             let start = chunk.text.len();
             chunk.text.extend_from_slice(line);
             chunk.lines.push(DecodedLine {

@@ -1,8 +1,11 @@
 //! What the engine reads of an event before it touches its state: the index of the
-//! event's model in the SLA, the join key of its request and, for an inference, its drift
-//! and data-quality facts against the model's reference profile. Computing them is pure,
+//! event's model in the SLA, the join key of its request, whether its class label is the
+//! model's positive one and, for an inference, its drift and data-quality facts against
+//! the model's reference profile. Computing them is pure,
 //! so a shell may do it beside the engine (a file replay does, on each file's decoding
 //! thread; `run`, on each shard's) and hand them in with the event.
+
+use std::ops::Range;
 
 use crate::config::{ModelSla, SlaConfig};
 use crate::event::{Event, FeatureValue, Inference};
@@ -55,6 +58,22 @@ impl EventKeys {
         }
         Some(keys)
     }
+}
+
+/// What a decoding thread works out of a decoded event beside the engine: its keys (none
+/// for an ack) and, for an inference, its facts, appended to `facts`; returns the keys and
+/// where in `facts` the event's lie.
+pub fn prepare(
+    config: &SlaConfig,
+    event: &Event,
+    facts: &mut Vec<Fact>,
+) -> (Option<EventKeys>, Range<usize>) {
+    let keys = EventKeys::of(config, event);
+    let first = facts.len();
+    if let (Event::Inference(e), Some(keys)) = (event, keys) {
+        profile_facts(config, keys, e, facts);
+    }
+    (keys, first..facts.len())
 }
 
 /// An inference's drift and data-quality facts, appended to `out`: one per distinct family

@@ -36,7 +36,7 @@ mod shard;
 use crate::summary::{Measured, RegressionOutcome, ScoredOutcome};
 use crate::time::{format_duration, format_rfc3339, Millis};
 use crate::watermark::{SourceId, Watermark};
-pub use keys::{profile_facts, EventKeys};
+pub use keys::{prepare, profile_facts, EventKeys};
 use shard::ShardBuffer;
 
 /// The interners' maps: looked up for every event, keyed by short strings and tuples, so

@@ -1,11 +1,13 @@
 //! A shard's decoding thread. The shard copies what the consumer has ready into an
 //! [`InputBatch`] and hands it to this thread, which decodes every message and computes
-//! its [`EventKeys`] (and an inference's facts, [`profile_facts`]); the engine applies one batch while the next is decoded. A batch the
-//! engine is done with goes back to the thread, which drops its events (where they were
-//! made) and returns it empty for reuse.
+//! its [`EventKeys`] and an inference's drift and data-quality facts ([`prepare`]);
+//! the engine applies one batch while the next is decoded. A batch the engine is done
+//! with goes back to the thread, which drops its events (where they were made) and
+//! returns it empty for reuse.
 //!
 //! Decoding is pure: it depends on the message bytes, the topic's role and input format,
-//! and the SLA's model list, which a reload cannot change (see [`EventKeys`]).
+//! and what of the SLA a reload cannot change (its models, their tasks, positive labels,
+//! objectives and reference profiles; see [`EventKeys`] and [`prepare`]).
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -19,7 +21,7 @@ use crate::avro::Codecs;
 use crate::config::SlaConfig;
 use crate::dead_letter::{InputKind, Reason};
 use crate::decode;
-use crate::engine::{profile_facts, EventKeys};
+use crate::engine::{prepare, EventKeys};
 use crate::event::Event;
 use crate::series::Fact;
 
@@ -47,7 +49,7 @@ pub(super) struct InputBatch {
     bytes: Vec<u8>,
     topics: Vec<String>,
     pub messages: Vec<InputMessage>,
-    /// The inferences' drift and data-quality facts ([`profile_facts`]).
+    /// The inferences' drift and data-quality facts ([`prepare`]).
     facts: Vec<Fact>,
     decoded: bool,
 }
@@ -144,12 +146,10 @@ impl InputBatch {
             };
             let payload = self.bytes.get(m.payload.clone()).unwrap_or(&[]);
             let decoded = decode::event(kind, settings.formats.input(kind), payload, codecs);
-            m.keys = decoded.as_ref().ok().and_then(|e| EventKeys::of(config, e));
-            let first = self.facts.len();
-            if let (Ok(Event::Inference(e)), Some(keys)) = (&decoded, m.keys) {
-                profile_facts(config, keys, e, &mut self.facts);
-            }
-            m.facts = first..self.facts.len();
+            (m.keys, m.facts) = match &decoded {
+                Ok(e) => prepare(config, e, &mut self.facts),
+                Err(_) => (None, 0..0),
+            };
             m.kind = Some(kind);
             m.decoded = Some(decoded);
         }
