@@ -203,8 +203,6 @@ fn floor(dir: &Path) -> anyhow::Result<u64> {
     Ok(lines)
 }
 
-/// Every event of both files, decoded and merged by event time, with its keys: what the
-/// `engine` phase feeds the engine, so that it times the engine alone.
 /// An event decoded as a replay's reading thread decodes it: its input, the event, its
 /// keys and (an inference's) drift and data-quality facts.
 type Decoded = (
@@ -214,6 +212,8 @@ type Decoded = (
     Vec<slaguard::series::Fact>,
 );
 
+/// Every event of both files, decoded and merged by event time, with its keys and facts:
+/// what the `engine` phase feeds the engine, so that it times the engine alone.
 fn decoded(dir: &Path, cfg: &slaguard::config::SlaConfig) -> anyhow::Result<Vec<Decoded>> {
     let mut events = Vec::new();
     for (input, file) in ["inferences.jsonl", "labels.jsonl"].into_iter().enumerate() {
@@ -224,14 +224,9 @@ fn decoded(dir: &Path, cfg: &slaguard::config::SlaConfig) -> anyhow::Result<Vec<
             } else {
                 decode::label(line).map(Event::Label)
             };
-            if let Some((e, keys)) = event
-                .ok()
-                .and_then(|e| slaguard::engine::EventKeys::of(cfg, &e).map(|k| (e, k)))
-            {
-                let mut facts = Vec::new();
-                if let Event::Inference(i) = &e {
-                    slaguard::engine::profile_facts(cfg, keys, i, &mut facts);
-                }
+            let Ok(e) = event else { continue };
+            let mut facts = Vec::new();
+            if let (Some(keys), _) = slaguard::engine::prepare(cfg, Some(&e), &mut facts) {
                 events.push((input, e, keys, facts));
             }
         }

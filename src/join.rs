@@ -573,28 +573,6 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         }
     }
 
-    /// Replaces whatever `key` holds with a guard until `deadline`.
-    fn replace_with_guard(
-        &mut self,
-        model: u32,
-        key: RequestKey,
-        failed: bool,
-        deadline: Millis,
-        origin: u32,
-    ) {
-        match self.find(model, key) {
-            Some(i) => self.guard_until(i, failed, deadline, origin),
-            None => self.put(
-                model,
-                key,
-                deadline,
-                deadline,
-                origin,
-                Kind::Guard { failed },
-            ),
-        }
-    }
-
     /// Turns live slot `index` into a guard until `deadline`, filed in the expiry order
     /// as a new entry (its generation moves on, so its earlier place there is stale): what
     /// freeing the slot and putting a guard for its key would leave, since the slot freed
@@ -713,14 +691,15 @@ impl<P: Clone, L: Clone> JoinState<P, L> {
         origin: u32,
     ) -> Joined<P, L> {
         let deadline = time.saturating_add(ttl);
-        match self.lookup(model, key).map(|(_, s)| &s.kind) {
+        match self.lookup(model, key).map(|(i, s)| (i, &s.kind)) {
             None => {
-                self.replace_with_guard(model, key, true, deadline, origin);
+                let guard = Kind::Guard { failed: true };
+                self.put(model, key, deadline, deadline, origin, guard);
                 Joined::Pending
             }
-            Some(Kind::Label(_)) => {
+            Some((index, Kind::Label(_))) => {
                 self.stats.labels_for_failed += 1;
-                self.replace_with_guard(model, key, true, deadline, origin);
+                self.guard_until(index, true, deadline, origin);
                 Joined::ForFailedRequest
             }
             Some(_) => {
@@ -995,5 +974,42 @@ mod tests {
         assert_eq!(expired[0].unlabeled.prediction, "pc");
         assert!(j.is_empty());
         assert_eq!(j.stats.duplicate_labels, 1);
+    }
+
+    #[test]
+    fn a_failed_request_guards_its_labels_before_and_after_it() {
+        let mut j = J::new(100);
+        // Failed first: its label is for a failed request.
+        assert_eq!(
+            j.insert_failed(0, k("a"), 1_000, 10_000, 0),
+            Joined::Pending
+        );
+        assert_eq!(
+            j.insert_label(0, k("a"), 2_000, 1_000, "l", 0),
+            Joined::ForFailedRequest
+        );
+        // Label first (it waits until 3 000); the failed request's guard lasts until 12 500.
+        assert_eq!(
+            j.insert_label(0, k("b"), 2_000, 1_000, "l", 0),
+            Joined::Pending
+        );
+        assert_eq!(
+            j.insert_failed(0, k("b"), 2_500, 10_000, 0),
+            Joined::ForFailedRequest
+        );
+        assert!(j.expire_before(3_001).is_empty());
+        assert_eq!(j.len(), 2);
+        assert_eq!(
+            j.insert_label(0, k("b"), 4_000, 1_000, "l2", 0),
+            Joined::ForFailedRequest
+        );
+        assert_eq!(
+            j.insert_failed(0, k("b"), 2_500, 10_000, 0),
+            Joined::Duplicate
+        );
+        assert_eq!(j.stats.labels_for_failed, 3);
+        assert!(j.expire_before(12_501).is_empty());
+        assert!(j.is_empty());
+        assert_eq!(j.pending_predictions(), 0);
     }
 }

@@ -162,10 +162,7 @@ fn read_file(
                 InputKind::Labels => decode::label(line).map(Event::Label),
                 InputKind::Acks => decode::ack(line).map(Event::Ack),
             };
-            let (keys, facts) = match &outcome {
-                Ok(e) => prepare(config, e, &mut chunk.facts),
-                Err(_) => (None, 0..0),
-            };
+            let (keys, facts) = prepare(config, outcome.as_ref().ok(), &mut chunk.facts);
             let start = chunk.text.len();
             chunk.text.extend_from_slice(line);
             chunk.lines.push(DecodedLine {

@@ -60,17 +60,17 @@ impl EventKeys {
     }
 }
 
-/// What a decoding thread works out of a decoded event beside the engine: its keys (none
-/// for an ack) and, for an inference, its facts, appended to `facts`; returns the keys and
+/// What a decoding thread works out of a decoded event (`None`: it did not decode) beside
+/// the engine: its keys (none for an ack) and, for an inference, its facts, appended to `facts`; returns the keys and
 /// where in `facts` the event's lie.
 pub fn prepare(
     config: &SlaConfig,
-    event: &Event,
+    event: Option<&Event>,
     facts: &mut Vec<Fact>,
 ) -> (Option<EventKeys>, Range<usize>) {
-    let keys = EventKeys::of(config, event);
+    let keys = event.and_then(|e| EventKeys::of(config, e));
     let first = facts.len();
-    if let (Event::Inference(e), Some(keys)) = (event, keys) {
+    if let (Some(Event::Inference(e)), Some(keys)) = (event, keys) {
         profile_facts(config, keys, e, facts);
     }
     (keys, first..facts.len())
@@ -101,7 +101,7 @@ pub(super) fn profile_families(model: &ModelSla) -> impl Iterator<Item = Family>
 
 /// What an inference contributes to one drift or data-quality family, computed against
 /// the reference profile.
-pub(super) fn profile_fact(profile: &Profile, family: Family, ev: &Inference) -> Option<Fact> {
+fn profile_fact(profile: &Profile, family: Family, ev: &Inference) -> Option<Fact> {
     let value = |name: &str| ev.features.iter().find(|(k, _)| k == name).map(|(_, v)| v);
     match family {
         Family::Drift(f) if f == SCORE => {

@@ -191,9 +191,11 @@ struct ModelState {
     classes: Interner,
     series: Vec<Series>,
     objectives: Vec<ObjectiveState>,
-    /// Drift and data-quality families, each recorded once per inference.
+    /// Drift and data-quality families, each recorded once per inference. Kept in the
+    /// snapshot format; the facts are worked out from the SLA ([`profile_facts`]).
     profile_families: Vec<Family>,
-    /// Reused to hold an inference's facts of those families before they are recorded.
+    /// Reused to hold an inference's drift and data-quality facts before they are
+    /// recorded, when the shell did not hand them in.
     #[serde(skip)]
     profile_facts: Vec<Fact>,
     /// Per interval, the model_version of its latest inference: breach events name the
@@ -778,14 +780,7 @@ impl Engine {
         let facts = match facts {
             Some(facts) => facts,
             None => {
-                if let Some(profile) = &self.config.models[mi].profile {
-                    let families = &self.state.models[mi].profile_families;
-                    own.extend(
-                        families
-                            .iter()
-                            .filter_map(|family| keys::profile_fact(profile, *family, ev)),
-                    );
-                }
+                profile_facts(&self.config, keys, ev, &mut own);
                 &own
             }
         };

@@ -146,10 +146,7 @@ impl InputBatch {
             };
             let payload = self.bytes.get(m.payload.clone()).unwrap_or(&[]);
             let decoded = decode::event(kind, settings.formats.input(kind), payload, codecs);
-            (m.keys, m.facts) = match &decoded {
-                Ok(e) => prepare(config, e, &mut self.facts),
-                Err(_) => (None, 0..0),
-            };
+            (m.keys, m.facts) = prepare(config, decoded.as_ref().ok(), &mut self.facts);
             m.kind = Some(kind);
             m.decoded = Some(decoded);
         }
