@@ -342,8 +342,13 @@ fn rebalances_that_give_the_shard_its_partitions_back_change_nothing() {
             .expect("consumer");
         rdkafka::consumer::Consumer::subscribe(&other, &[&elsewhere]).expect("subscribe");
         stages.produce(at(from), at(to));
+        // The new member joins while it polls: until the rebalance hands it its topic.
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
+        while rdkafka::consumer::Consumer::assignment(&other).map_or(0, |a| a.count()) == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the other member was never assigned {elsewhere}"
+            );
             let _ = other.poll(Duration::from_millis(100));
         }
         wait_for_group(&brokers, &group, 2);
