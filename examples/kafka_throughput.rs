@@ -3,7 +3,10 @@
 //! with the same client settings as `run`'s (discarding every message), creates `run`'s
 //! internal topics (as its first start would), then runs the consumer group with `run`'s
 //! defaults until its shards have taken every input message (the throughput) and its
-//! checkpoint covers them all, and prints both events/s and their ratio.
+//! checkpoint covers them all, and prints both events/s and their ratio. Each side reads
+//! twice and keeps its faster pass: the first also warms the broker (its page cache, and
+//! the code its JIT compiles for the requests each side makes). A `run` pass has a group,
+//! state directory and output topics of its own, as a fresh deployment would.
 //!
 //!     bash scripts/kafka.sh start
 //!     cargo run --release --example kafka_throughput -- 127.0.0.1:19092 6h 10
@@ -16,6 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -67,17 +71,11 @@ async fn main() -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .create()?;
-    let mut topics = vec![
+    let topics = [
         NewTopic::new(&s.inferences_topic, 4, TopicReplication::Fixed(1)),
         NewTopic::new(&s.labels_topic, 4, TopicReplication::Fixed(1)),
         NewTopic::new(&s.acks_topic, 1, TopicReplication::Fixed(1)),
     ];
-    let outputs = s.output_topics();
-    topics.extend(
-        outputs
-            .iter()
-            .map(|t| NewTopic::new(t, 2, TopicReplication::Fixed(1))),
-    );
     admin.create_topics(&topics, &AdminOptions::new()).await?;
 
     let producer: FutureProducer = ClientConfig::new()
@@ -172,13 +170,71 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let config = Arc::new(slaguard::config::load(&state.join("sla.yaml"))?);
+    let mut best: Option<Pass> = None;
+    for pass in 0..2 {
+        let measured = run_pass(
+            &s,
+            &admin,
+            &config,
+            &state,
+            &format!("{prefix}run{pass}"),
+            total,
+        )
+        .await?;
+        if best.as_ref().is_none_or(|b| measured.taken < b.taken) {
+            best = Some(measured);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&state);
+    let best = best.context("no pass ran")?;
+    let rate = total as f64 / best.taken.as_secs_f64();
+    println!(
+        "run: {total} events in {:.2}s = {rate:.0} events/s, {:.2} of consume-and-discard; all committed after {:.2}s ({} snapshots, {} breach events, {} checkpoints)",
+        best.taken.as_secs_f64(),
+        rate / floor_rate,
+        best.committed.as_secs_f64(),
+        best.summary.outputs.metrics,
+        best.summary.outputs.breaches,
+        best.summary.checkpoints
+    );
+    Ok(())
+}
+
+/// One `run` pass: how long until its shards took every input message, and until its
+/// checkpoint covered them all.
+struct Pass {
+    taken: Duration,
+    committed: Duration,
+    summary: processor::RunSummary,
+}
+
+/// Runs the consumer group `name` (its own output topics and state directory) over the
+/// input topics of `inputs` until it has read and committed all `total` messages.
+async fn run_pass(
+    inputs: &KafkaSettings,
+    admin: &AdminClient<DefaultClientContext>,
+    config: &Arc<slaguard::config::SlaConfig>,
+    scenario: &std::path::Path,
+    name: &str,
+    total: u64,
+) -> anyhow::Result<Pass> {
+    let mut s = inputs.clone();
+    s.output_prefix = format!("{name}.sla.");
+    let names = s.output_topics();
+    let outputs: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|t| NewTopic::new(t, 2, TopicReplication::Fixed(1)))
+        .collect();
+    admin.create_topics(&outputs, &AdminOptions::new()).await?;
     // `run`'s internal topics exist, as they do after its first start: creating them is
     // a deployment's one-time cost, not reading.
-    processor::ensure_internal_topics(&s, &config).await?;
+    processor::ensure_internal_topics(&s, config).await?;
+    let state = scenario.join(name);
+    std::fs::create_dir_all(&state)?;
     let token = CancellationToken::new();
     // `run`'s defaults: a checkpoint (engine snapshot, output flush, commit) every 5 s.
     let options = RunOptions {
-        group: format!("{prefix}group"),
+        group: format!("{name}.group"),
         state_dir: state.clone(),
         commit_interval: Duration::from_secs(5),
         shutdown_timeout: Duration::from_secs(30),
@@ -186,8 +242,8 @@ async fn main() -> anyhow::Result<()> {
         exactly_once: false,
         snapshot_interval: Duration::from_secs(60),
     };
-    let telemetry = Arc::new(slaguard::telemetry::Telemetry::new(&config));
-    let (_sla, sla) = tokio::sync::watch::channel(config);
+    let telemetry = Arc::new(slaguard::telemetry::Telemetry::new(config));
+    let (_sla, sla) = tokio::sync::watch::channel(Arc::clone(config));
     let started = Instant::now();
     let run = tokio::spawn(processor::run_live(
         sla,
@@ -224,24 +280,21 @@ async fn main() -> anyhow::Result<()> {
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
-            "not done after 10 minutes ({covered} of {total})"
+            "{name}: not done after 10 minutes ({covered} of {total})"
         );
     };
-    let elapsed = elapsed.unwrap_or(committed);
     token.cancel();
     let summary = run.await??;
-    let _ = std::fs::remove_dir_all(&state);
-    let rate = total as f64 / elapsed.as_secs_f64();
-    println!(
-        "run: {total} events in {:.2}s = {rate:.0} events/s, {:.2} of consume-and-discard; all committed after {:.2}s ({} snapshots, {} breach events, {} checkpoints)",
-        elapsed.as_secs_f64(),
-        rate / floor_rate,
-        committed.as_secs_f64(),
-        summary.outputs.metrics,
-        summary.outputs.breaches,
-        summary.checkpoints
+    eprintln!(
+        "{name}: taken in {:.2}s, committed after {:.2}s",
+        elapsed.unwrap_or(committed).as_secs_f64(),
+        committed.as_secs_f64()
     );
-    Ok(())
+    Ok(Pass {
+        taken: elapsed.unwrap_or(committed),
+        committed,
+        summary,
+    })
 }
 
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
