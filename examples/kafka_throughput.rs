@@ -285,13 +285,14 @@ async fn run_pass(
     };
     token.cancel();
     let summary = run.await??;
+    let taken = elapsed.unwrap_or(committed);
     eprintln!(
         "{name}: taken in {:.2}s, committed after {:.2}s",
-        elapsed.unwrap_or(committed).as_secs_f64(),
+        taken.as_secs_f64(),
         committed.as_secs_f64()
     );
     Ok(Pass {
-        taken: elapsed.unwrap_or(committed),
+        taken,
         committed,
         summary,
     })
