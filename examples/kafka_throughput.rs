@@ -32,6 +32,11 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `RUST_LOG=slaguard=debug` shows what the run passes do, with timestamps.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let brokers = args
         .get(1)
@@ -257,8 +262,17 @@ async fn run_pass(
     };
     let store = slaguard::kafka::checkpoint::CheckpointStore::new(&state, &options.group);
     let mut elapsed = None;
+    // The most join entries (waiting predictions, labels and guards) the shards held.
+    let mut peak_entries = 0;
+    let mut first_read = None;
     let committed = loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(r) = telemetry.stage_report("shard") {
+            peak_entries = peak_entries.max(r.pending_entries);
+            if first_read.is_none() && r.messages.values().sum::<u64>() > 0 {
+                first_read = Some(started.elapsed());
+            }
+        }
         if elapsed.is_none() && taken() >= total {
             elapsed = Some(started.elapsed());
         }
@@ -277,7 +291,8 @@ async fn run_pass(
     let summary = run.await??;
     let taken = elapsed.unwrap_or(committed);
     eprintln!(
-        "{name}: taken in {:.2}s, committed after {:.2}s",
+        "{name}: first messages taken after {:.2}s, all taken in {:.2}s, committed after {:.2}s, at most {peak_entries} join entries",
+        first_read.unwrap_or_default().as_secs_f64(),
         taken.as_secs_f64(),
         committed.as_secs_f64()
     );

@@ -411,6 +411,48 @@ models:
     assert_eq!(first.samples, 2);
 }
 
+/// A backlog read in full while another source holds the watermark back: when that
+/// source is found idle, the watermark forms past many instants at once, and what was read
+/// goes out in a batch then, not when a later instant passes.
+#[test]
+fn a_watermark_forming_late_closes_a_batch_at_once() {
+    let yaml = r#"
+sla_version: "shard-1"
+defaults: {evaluate_every: 1m, allowed_lateness: 0s}
+models:
+  - model_id: m
+    task: regression
+    objectives:
+      - {name: availability, metric: availability, op: ">=", target: 0.9, window: 1m}
+"#;
+    let cfg = Arc::new(slaguard::config::parse(yaml, "t.yaml", None).expect("valid"));
+    let t0 = 1_793_534_400_000i64;
+    let mut shard = Engine::shard(Arc::clone(&cfg));
+    let data = shard.add_source();
+    let quiet = shard.add_source();
+    for minute in 0..20 {
+        let line = format!(
+            r#"{{"request_id":"r{minute}","model_id":"m","timestamp":{},"status":"ok","prediction":{{"value":1}}}}"#,
+            t0 + minute * 60_000 + 1_000
+        );
+        let e = decode::inference(line.as_bytes()).expect("valid");
+        shard.handle_inference(data, &e).expect("ok");
+    }
+    assert_eq!(shard.watermark(), None, "the quiet source holds it back");
+    assert!(shard.ready_batches().is_empty());
+    shard.set_source_idle(quiet, true);
+    let batches = shard.ready_batches();
+    let total: u64 = batches
+        .iter()
+        .flat_map(|b| &b.items)
+        .map(|i| match &i.summary {
+            slaguard::series::AnySummary::Reliability(r) => r.total,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(total, 20, "every request read goes out with the watermark");
+}
+
 /// Two hours are read, then every partition falls idle and the shard and the evaluator
 /// checkpoint; both are restored (as after kill -9), the shard's partitions active again
 /// until read, and the last hour is read: the snapshots and incidents are a single

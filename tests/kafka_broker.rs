@@ -748,10 +748,11 @@ fn sigterm_drains_commits_and_exits() {
     produce_file(&brokers, &s.inferences_topic, &inputs.inferences);
     produce_file(&brokers, &s.labels_topic, &inputs.labels);
     // The shard writes a batch at each instant its watermark passes, in its open
-    // transaction: nothing of it is visible to read_committed readers yet.
+    // transaction: nothing of it is visible to read_committed readers yet. (When the
+    // whole input is read before the watermark forms, one batch holds it all.)
     let partials = s.output_topic("partials");
     let start = Instant::now();
-    while read_topic_uncommitted(&brokers, &partials).len() < 5 {
+    while read_topic_uncommitted(&brokers, &partials).is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "the shard wrote no batches"

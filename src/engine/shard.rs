@@ -384,8 +384,17 @@ impl Engine {
         }
         let instant = wm.div_euclid(self.every);
         match self.state.buffer.closed_at {
-            // Evaluation starts at the instant after the first event's.
-            None => self.state.buffer.closed_at = Some(instant),
+            // Evaluation starts at the instant after the first event's. A watermark that
+            // forms only past that instant (a backlog read in full before an idle source
+            // let it form) has passed instants already: what was read goes out now, not
+            // when the next instant passes.
+            None => {
+                self.state.buffer.closed_at = Some(instant);
+                let first = self.state.first_time.map(|t| t.div_euclid(self.every));
+                if first.is_some_and(|f| instant > f) {
+                    self.close_batch();
+                }
+            }
             Some(c) if instant > c => {
                 self.state.buffer.closed_at = Some(instant);
                 self.close_batch();

@@ -7,6 +7,7 @@ pub mod checkpoint;
 mod decoder;
 pub mod handover;
 pub mod partials;
+mod partition_queues;
 pub mod preflight;
 pub mod processor;
 pub mod reload;

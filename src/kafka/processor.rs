@@ -46,6 +46,7 @@ use super::checkpoint::{fingerprint, Checkpoint, CheckpointStore, CommitMark};
 use super::decoder::{Decoder, InputBatch, InputMessage};
 use super::handover;
 use super::partials::{PartialMessage, MAX_MESSAGE_BYTES};
+use super::partition_queues::PartitionQueues;
 use super::sink::{Sink, SinkCounts};
 use super::{preflight, KafkaSettings, KafkaShellError};
 use crate::config::SlaConfig;
@@ -200,6 +201,8 @@ struct State {
     ready: bool,
     /// A shard's decoding thread.
     decoder: Option<Decoder>,
+    /// A shard's input partitions, each read from a queue of its own.
+    queues: PartitionQueues,
 }
 
 impl State {
@@ -238,7 +241,7 @@ impl State {
         } else {
             decoder.submit(batch)?;
         }
-        self.apply_decoded(usize::from(!settle))
+        self.apply_decoded(if settle { 0 } else { DECODED_AHEAD })
     }
 
     /// Applies every batch in flight: what is read is in the state.
@@ -303,6 +306,7 @@ impl State {
         };
         let mut counts = [0u64; 4];
         let mut next = None;
+        let mut reached = Millis::MIN;
         for m in run {
             let offset = m.offset;
             if skip_below.is_some_and(|s| offset < s) {
@@ -330,6 +334,9 @@ impl State {
                 },
                 raw: batch.payload(m).to_vec(),
             };
+            if let Ok(event) = decoded {
+                reached = reached.max(event.time());
+            }
             let facts = batch.facts(m);
             let result = self.apply_message(key, source, m, decoded, facts, &origin, replayed);
             let seen = replayed || dead_below.is_some_and(|d| offset < d);
@@ -356,6 +363,7 @@ impl State {
             self.summary.messages += 1;
         }
         self.count_all(&key.0, counts);
+        self.queues.reached(&key.0, key.1, reached);
         Ok(next)
     }
 
@@ -432,6 +440,16 @@ impl State {
                 tracing::warn!(stage = self.stage.name(), needs_restart = ?r.needs_restart, "reloaded SLA not taken");
             }
         }
+    }
+
+    /// A shard took a batch; `full` when the consumer may have more ready. When a
+    /// backlog has just been read (`busy` before, not full now), the figures are
+    /// published at once rather than at the next tick. Returns whether it is busy now.
+    fn caught_up_after(&self, busy: bool, full: bool) -> bool {
+        if busy && !full {
+            self.publish();
+        }
+        full
     }
 
     /// Publishes the stage's figures.
@@ -1215,12 +1233,14 @@ impl ConsumerContext for GroupContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.on_assign(consumer, tpl);
+                self.split_queues(consumer, tpl);
                 if let Err(e) = consumer.assign(tpl) {
                     lock(&self.state).failure = Some(e.into());
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.on_revoke(consumer, tpl);
+                lock(&self.state).queues.clear();
                 if let Err(e) = consumer.unassign() {
                     lock(&self.state).failure = Some(e.into());
                 }
@@ -1234,6 +1254,26 @@ impl ConsumerContext for GroupContext {
 }
 
 impl GroupContext {
+    /// A shard reads each assigned partition from a queue of its own (see
+    /// [`PartitionQueues`]), split off before librdkafka starts fetching it.
+    fn split_queues(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let mut s = lock(&self.state);
+        if !matches!(s.stage, Stage::Shard(_)) {
+            return;
+        }
+        s.queues.clear();
+        let client = consumer.client().native_ptr();
+        for e in tpl.elements() {
+            if !s.queues.split(client, e.topic(), e.partition()) {
+                tracing::warn!(
+                    topic = e.topic(),
+                    partition = e.partition(),
+                    "no queue of its own for this partition: read through the consumer's"
+                );
+            }
+        }
+    }
+
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let mut s = lock(&self.state);
         if s.sources.is_empty() {
@@ -1369,7 +1409,6 @@ fn make_stage(
             settings,
             &config.sla_version,
             id,
-            options.shutdown_timeout,
             transaction_timeout(options),
         )?,
         None => Sink::new(settings, &config.sla_version)?,
@@ -1406,6 +1445,7 @@ fn make_stage(
             Stage::Shard(_) => Some(Decoder::spawn(settings, config)?),
             Stage::Evaluator(_) => None,
         },
+        queues: PartitionQueues::default(),
     }));
     let rebalances = Arc::new(AtomicU64::new(0));
     let context = GroupContext {
@@ -1416,12 +1456,29 @@ fn make_stage(
         stage: spec.stage.name(),
     };
     let mut client = consumer_config(settings, &spec.group);
+    if matches!(spec.stage, Stage::Shard(_)) {
+        // A shard reads each partition from its own queue, where librdkafka bounds the
+        // prefetch per partition (64 MB by default): 16 MB a partition is as fast on a
+        // backlog and holds less.
+        for (key, value) in SHARD_PREFETCH {
+            if !settings.overrides.iter().any(|(k, _)| k == key) {
+                client.set(key, value);
+            }
+        }
+    }
     if let Some(id) = &options.instance_id {
         client.set("group.instance.id", id);
     }
     let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
     let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
+    // The group is joined in the background meanwhile; the assignment is taken at the
+    // loop's first poll, once the first transaction is open.
+    if spec.transactional_id.is_some() {
+        lock(&state)
+            .sink
+            .start_transactions(options.shutdown_timeout)?;
+    }
     Ok(StageRunner {
         state,
         consumer,
@@ -1577,6 +1634,14 @@ async fn catch_up(
 /// Most input messages a shard copies from the consumer into one batch.
 const BATCH_MESSAGES: usize = 1024;
 
+/// How many batches a shard keeps in its decoding thread's hands while it applies the
+/// ones decoded before them: enough for the two threads' paces to even out.
+const DECODED_AHEAD: usize = 3;
+
+/// A shard consumer's prefetch bound, per partition (see [`PartitionQueues`]), unless
+/// the user sets it.
+const SHARD_PREFETCH: [(&str, &str); 1] = [("queued.max.messages.kbytes", "16384")];
+
 /// A shard's next batch: `first` and what else the consumer has ready now, up to
 /// [`BATCH_MESSAGES`]. Messages read before a rebalance are dropped. Returns whether the
 /// consumer had nothing more ready.
@@ -1621,7 +1686,14 @@ async fn stage_loop(
 ) -> Result<(), KafkaShellError> {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_checkpoint = Instant::now();
-    let shard = matches!(lock(state).stage, Stage::Shard(_));
+    let (shard, ready) = {
+        let s = lock(state);
+        (matches!(s.stage, Stage::Shard(_)), s.queues.ready())
+    };
+    // Whether the partition queues may hold more than the last batch took.
+    let mut more = false;
+    // Whether the shard is reading a backlog: its last batch was full.
+    let mut busy = false;
     loop {
         tokio::select! {
             biased;
@@ -1650,7 +1722,11 @@ async fn stage_loop(
                     let mut batch = lock(state).input_batch();
                     let settle = gather(&mut batch, &m, consumer, rebalances);
                     drop(m);
-                    lock(state).submit(batch, settle)?;
+                    {
+                        let mut s = lock(state);
+                        s.submit(batch, settle)?;
+                        busy = s.caught_up_after(busy, !settle);
+                    }
                     // While a backlog is read, `recv` is always ready and the loop would
                     // never give the runtime its turn: the tick (checkpoints, idleness,
                     // figures) would wait for the backlog's end.
@@ -1659,6 +1735,18 @@ async fn stage_loop(
                 Ok(m) => lock(state).handle(&m)?,
                 Err(e) => tracing::warn!(error = %e, "consumer error; librdkafka retries"),
             },
+            // The consumer's queue above also serves the rebalances, which split and
+            // destroy the partition queues: it is polled before them at every turn.
+            _ = async { if !more { ready.notified().await } }, if shard => {
+                {
+                    let mut s = lock(state);
+                    let mut batch = s.input_batch();
+                    more = s.queues.gather(&mut batch, BATCH_MESSAGES);
+                    s.submit(batch, !more)?;
+                    busy = s.caught_up_after(busy, more);
+                }
+                tokio::task::yield_now().await;
+            }
         }
     }
 }

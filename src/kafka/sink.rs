@@ -78,26 +78,39 @@ impl Sink {
         Sink::create(settings, sla_version, None)
     }
 
-    /// A sink writing in transactions under `transactional_id`; the first transaction is
-    /// open when it returns. A previous producer with the same id is fenced and its open
-    /// transaction aborted; one with another id (a crashed instance without
-    /// `--instance-id`) is aborted by the broker after `transaction_timeout`, and holds
-    /// `read_committed` readers back until then.
+    /// A sink writing in transactions under `transactional_id`, once
+    /// [`Sink::start_transactions`] has returned.
     pub fn transactional(
         settings: &KafkaSettings,
         sla_version: &str,
         transactional_id: &str,
-        timeout: Duration,
         transaction_timeout: Duration,
     ) -> Result<Sink, KafkaShellError> {
-        let sink = Sink::create(
+        Sink::create(
             settings,
             sla_version,
             Some((transactional_id, transaction_timeout)),
-        )?;
-        sink.producer.init_transactions(timeout)?;
-        sink.producer.begin_transaction()?;
-        Ok(sink)
+        )
+    }
+
+    /// Opens a transactional sink's first transaction. A previous producer with the same
+    /// id is fenced and its open transaction aborted; one with another id (a crashed
+    /// instance without `--instance-id`) is aborted by the broker after the transaction
+    /// timeout, and holds `read_committed` readers back until then.
+    pub fn start_transactions(&self, timeout: Duration) -> Result<(), KafkaShellError> {
+        // librdkafka asks for the producer id as soon as it is told to, and if no
+        // connection to the coordinator is up yet it asks again only after 500 ms: a
+        // metadata request first brings a connection up, and the id then comes at once
+        // (0.5 s of every start, and of every stage made again, spared). A failure here
+        // is left to `init_transactions`, which reports it.
+        let warm = timeout.min(Duration::from_secs(2));
+        let _ = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.dead_letters), warm);
+        self.producer.init_transactions(timeout)?;
+        self.producer.begin_transaction()?;
+        Ok(())
     }
 
     fn create(
