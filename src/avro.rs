@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value as Avro;
 use apache_avro::Schema;
 use serde_json::Value as Json;
@@ -103,7 +105,7 @@ impl Codecs {
     }
 
     pub fn inference(&self, bytes: &[u8], format: Format) -> Result<Inference, Reason> {
-        let fields = record(&self.inference, body(bytes, format)?)?;
+        let fields = record(&input_readers()?.inference, body(bytes, format)?)?;
         let prediction = match field(&fields, "prediction") {
             Avro::Record(p) => Some(Prediction {
                 score: opt_f64(p, "score")?,
@@ -156,7 +158,7 @@ impl Codecs {
     }
 
     pub fn label(&self, bytes: &[u8], format: Format) -> Result<Label, Reason> {
-        let fields = record(&self.label, body(bytes, format)?)?;
+        let fields = record(&input_readers()?.label, body(bytes, format)?)?;
         let event = Label {
             request_id: string(&fields, "request_id")?,
             model_id: string(&fields, "model_id")?,
@@ -169,7 +171,7 @@ impl Codecs {
     }
 
     pub fn ack(&self, bytes: &[u8], format: Format) -> Result<Ack, Reason> {
-        let fields = record(&self.ack, body(bytes, format)?)?;
+        let fields = record(&input_readers()?.ack, body(bytes, format)?)?;
         let segment = string_map(&fields, "segment");
         let action = match field(&fields, "action") {
             Avro::Enum(_, s) => decode::ack_action(s)?,
@@ -221,10 +223,42 @@ fn body(bytes: &[u8], format: Format) -> Result<&[u8], Reason> {
     }
 }
 
-fn record(schema: &Schema, mut bytes: &[u8]) -> Result<Vec<(String, Avro)>, Reason> {
-    let value = apache_avro::reader::datum::GenericDatumReader::builder(schema)
-        .build()
-        .and_then(|r| r.read_value(&mut bytes))
+/// Readers of the input schemas, made once for the process: making a reader resolves
+/// its schema's names, which cost more than reading a datum.
+struct InputReaders {
+    inference: GenericDatumReader<'static>,
+    label: GenericDatumReader<'static>,
+    ack: GenericDatumReader<'static>,
+}
+
+fn input_readers() -> Result<&'static InputReaders, Reason> {
+    static READERS: OnceLock<Result<InputReaders, String>> = OnceLock::new();
+    READERS
+        .get_or_init(|| {
+            let reader = |name: &str, text: &str| {
+                let schema = Schema::parse_str(text).map_err(|e| format!("schema {name}: {e}"))?;
+                // Parsed once and kept for the process, as the readers borrow them.
+                let schema: &'static Schema = Box::leak(Box::new(schema));
+                GenericDatumReader::builder(schema)
+                    .build()
+                    .map_err(|e| format!("schema {name}: {e}"))
+            };
+            Ok(InputReaders {
+                inference: reader("inference", INFERENCE)?,
+                label: reader("label", LABEL)?,
+                ack: reader("ack", ACK)?,
+            })
+        })
+        .as_ref()
+        .map_err(|e| Reason::NotAvro(e.clone()))
+}
+
+fn record(
+    reader: &GenericDatumReader<'_>,
+    mut bytes: &[u8],
+) -> Result<Vec<(String, Avro)>, Reason> {
+    let value = reader
+        .read_value(&mut bytes)
         .map_err(|e| Reason::NotAvro(e.to_string()))?;
     if !bytes.is_empty() {
         return Err(Reason::NotAvro(format!(

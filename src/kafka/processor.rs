@@ -1588,6 +1588,8 @@ async fn run_stage(
             s.sources.clear();
         }
     }
+    // librdkafka wants a client's queues destroyed before the client.
+    s.queues.clear();
     let mut summary = s.summary.clone();
     summary.outputs = s.sink.counts.clone();
     (summary, result)
