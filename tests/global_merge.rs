@@ -351,8 +351,9 @@ impl Golden {
     }
 }
 
-#[test]
-fn a_shard_ends_its_batch_at_each_instant_its_watermark_reaches() {
+/// One regression model with an availability objective, evaluated every minute, no
+/// allowed lateness.
+fn availability_sla() -> Arc<slaguard::config::SlaConfig> {
     let yaml = r#"
 sla_version: "shard-1"
 defaults: {evaluate_every: 1m, allowed_lateness: 0s}
@@ -362,7 +363,12 @@ models:
     objectives:
       - {name: availability, metric: availability, op: ">=", target: 0.9, window: 1m}
 "#;
-    let cfg = Arc::new(slaguard::config::parse(yaml, "t.yaml", None).expect("valid"));
+    Arc::new(slaguard::config::parse(yaml, "t.yaml", None).expect("valid"))
+}
+
+#[test]
+fn a_shard_ends_its_batch_at_each_instant_its_watermark_reaches() {
+    let cfg = availability_sla();
     let t0 = 1_793_534_400_000i64;
     let request = |id: &str, seconds: i64| {
         decode::inference(
@@ -416,16 +422,7 @@ models:
 /// goes out in a batch then, not when a later instant passes.
 #[test]
 fn a_watermark_forming_late_closes_a_batch_at_once() {
-    let yaml = r#"
-sla_version: "shard-1"
-defaults: {evaluate_every: 1m, allowed_lateness: 0s}
-models:
-  - model_id: m
-    task: regression
-    objectives:
-      - {name: availability, metric: availability, op: ">=", target: 0.9, window: 1m}
-"#;
-    let cfg = Arc::new(slaguard::config::parse(yaml, "t.yaml", None).expect("valid"));
+    let cfg = availability_sla();
     let t0 = 1_793_534_400_000i64;
     let mut shard = Engine::shard(Arc::clone(&cfg));
     let data = shard.add_source();
