@@ -67,36 +67,80 @@ impl fmt::Display for Format {
 }
 
 /// A schema file that does not parse: a build defect, reported rather than panicking.
-#[derive(Debug, thiserror::Error)]
-#[error("schema {name}: {source}")]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("schema {name}: {message}")]
 pub struct SchemaError {
     name: &'static str,
-    source: Box<apache_avro::Error>,
+    message: String,
+}
+
+fn parse(name: &'static str, text: &str) -> Result<Schema, SchemaError> {
+    Schema::parse_str(text).map_err(|e| SchemaError {
+        name,
+        message: e.to_string(),
+    })
+}
+
+/// An input schema and its datum reader.
+struct Input {
+    schema: &'static Schema,
+    reader: GenericDatumReader<'static>,
+}
+
+/// The input schemas and their readers, made once for the process: making a reader
+/// resolves its schema's names, which costs more than reading a datum.
+struct Inputs {
+    inference: Input,
+    label: Input,
+    ack: Input,
+}
+
+fn inputs() -> Result<&'static Inputs, SchemaError> {
+    static INPUTS: OnceLock<Result<Inputs, SchemaError>> = OnceLock::new();
+    INPUTS
+        .get_or_init(|| {
+            let input = |name: &'static str, text: &str| {
+                // Kept for the process, as the reader borrows it.
+                let schema: &'static Schema = Box::leak(Box::new(parse(name, text)?));
+                let reader =
+                    GenericDatumReader::builder(schema)
+                        .build()
+                        .map_err(|e| SchemaError {
+                            name,
+                            message: e.to_string(),
+                        })?;
+                Ok(Input { schema, reader })
+            };
+            Ok(Inputs {
+                inference: input("inference", INFERENCE)?,
+                label: input("label", LABEL)?,
+                ack: input("ack", ACK)?,
+            })
+        })
+        .as_ref()
+        .map_err(SchemaError::clone)
 }
 
 /// The parsed schemas.
 pub struct Codecs {
-    pub inference: Schema,
-    pub label: Schema,
-    pub ack: Schema,
+    pub inference: &'static Schema,
+    pub label: &'static Schema,
+    pub ack: &'static Schema,
     pub breach: Schema,
     pub escalation: Schema,
     pub metric: Schema,
     pub dead_letter: Schema,
+    inputs: &'static Inputs,
 }
 
 impl Codecs {
     pub fn new() -> Result<Codecs, SchemaError> {
-        let parse = |name: &'static str, text: &str| {
-            Schema::parse_str(text).map_err(|e| SchemaError {
-                name,
-                source: Box::new(e),
-            })
-        };
+        let inputs = inputs()?;
         Ok(Codecs {
-            inference: parse("inference", INFERENCE)?,
-            label: parse("label", LABEL)?,
-            ack: parse("ack", ACK)?,
+            inference: inputs.inference.schema,
+            label: inputs.label.schema,
+            ack: inputs.ack.schema,
+            inputs,
             breach: parse("breach", BREACH)?,
             escalation: parse("escalation", ESCALATION)?,
             metric: parse("metric", METRIC)?,
@@ -105,7 +149,7 @@ impl Codecs {
     }
 
     pub fn inference(&self, bytes: &[u8], format: Format) -> Result<Inference, Reason> {
-        let fields = record(&input_readers()?.inference, body(bytes, format)?)?;
+        let fields = record(&self.inputs.inference.reader, body(bytes, format)?)?;
         let prediction = match field(&fields, "prediction") {
             Avro::Record(p) => Some(Prediction {
                 score: opt_f64(p, "score")?,
@@ -158,7 +202,7 @@ impl Codecs {
     }
 
     pub fn label(&self, bytes: &[u8], format: Format) -> Result<Label, Reason> {
-        let fields = record(&input_readers()?.label, body(bytes, format)?)?;
+        let fields = record(&self.inputs.label.reader, body(bytes, format)?)?;
         let event = Label {
             request_id: string(&fields, "request_id")?,
             model_id: string(&fields, "model_id")?,
@@ -171,7 +215,7 @@ impl Codecs {
     }
 
     pub fn ack(&self, bytes: &[u8], format: Format) -> Result<Ack, Reason> {
-        let fields = record(&input_readers()?.ack, body(bytes, format)?)?;
+        let fields = record(&self.inputs.ack.reader, body(bytes, format)?)?;
         let segment = string_map(&fields, "segment");
         let action = match field(&fields, "action") {
             Avro::Enum(_, s) => decode::ack_action(s)?,
@@ -221,36 +265,6 @@ fn body(bytes: &[u8], format: Format) -> Result<&[u8], Reason> {
         },
         _ => Ok(bytes),
     }
-}
-
-/// Readers of the input schemas, made once for the process: making a reader resolves
-/// its schema's names, which cost more than reading a datum.
-struct InputReaders {
-    inference: GenericDatumReader<'static>,
-    label: GenericDatumReader<'static>,
-    ack: GenericDatumReader<'static>,
-}
-
-fn input_readers() -> Result<&'static InputReaders, Reason> {
-    static READERS: OnceLock<Result<InputReaders, String>> = OnceLock::new();
-    READERS
-        .get_or_init(|| {
-            let reader = |name: &str, text: &str| {
-                let schema = Schema::parse_str(text).map_err(|e| format!("schema {name}: {e}"))?;
-                // Parsed once and kept for the process, as the readers borrow them.
-                let schema: &'static Schema = Box::leak(Box::new(schema));
-                GenericDatumReader::builder(schema)
-                    .build()
-                    .map_err(|e| format!("schema {name}: {e}"))
-            };
-            Ok(InputReaders {
-                inference: reader("inference", INFERENCE)?,
-                label: reader("label", LABEL)?,
-                ack: reader("ack", ACK)?,
-            })
-        })
-        .as_ref()
-        .map_err(|e| Reason::NotAvro(e.clone()))
 }
 
 fn record(
