@@ -152,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
     let mut floor_elapsed = Duration::MAX;
     for pass in 0..2 {
         let floor: StreamConsumer =
-            processor::consumer_config(&s, &format!("{prefix}floor{pass}")).create()?;
+            processor::consumer_config(&s, &format!("{prefix}floor{pass}"), &[]).create()?;
         floor.subscribe(&[&s.inferences_topic, &s.labels_topic, &s.acks_topic])?;
         let started = Instant::now();
         let mut read = 0u64;

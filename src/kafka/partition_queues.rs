@@ -34,8 +34,6 @@ struct Queue {
     topic: String,
     partition: i32,
     queue: NonNull<rdsys::rd_kafka_queue_t>,
-    /// The latest event time of the partition's messages applied so far.
-    reached: Millis,
 }
 
 // librdkafka's queues are thread-safe; the handle is only used under the shard's lock.
@@ -89,14 +87,13 @@ impl PartitionQueues {
     }
 
     /// Splits the queue of `topic`/`partition` off the consumer's `client`. To be called
-    /// when the partition is assigned, before librdkafka is told of the assignment.
-    /// Returns false when librdkafka has no queue for it: its messages then come through
-    /// the consumer's queue, as without splitting.
+    /// for each partition of an assignment (after [`PartitionQueues::clear`]), before
+    /// librdkafka is told of it. Returns false when librdkafka has no queue for it: its
+    /// messages then come through the consumer's queue, as without splitting.
     pub fn split(&mut self, client: *mut rdsys::rd_kafka_t, topic: &str, partition: i32) -> bool {
         let Ok(name) = CString::new(topic) else {
             return false;
         };
-        self.remove(topic, partition);
         // SAFETY: `client` is the live consumer handle librdkafka passed to the rebalance
         // callback; the returned queue is owned by the `Queue` made of it.
         let queue =
@@ -116,7 +113,6 @@ impl PartitionQueues {
             topic: topic.to_string(),
             partition,
             queue,
-            reached: Millis::MIN,
         });
         // librdkafka signals a queue only when it goes from empty to not: one that
         // already holds messages (fetched before a revocation, say) is read once anyway.
@@ -124,54 +120,43 @@ impl PartitionQueues {
         true
     }
 
-    fn remove(&mut self, topic: &str, partition: i32) {
-        self.queues
-            .retain(|q| !(q.topic == topic && q.partition == partition));
-    }
-
     /// Destroys every queue: the partitions are revoked.
     pub fn clear(&mut self) {
         self.queues.clear();
     }
 
-    /// The partition's messages applied so far reached event time `time`.
-    pub fn reached(&mut self, topic: &str, partition: i32, time: Millis) {
-        if let Some(q) = self
-            .queues
-            .iter_mut()
-            .find(|q| q.partition == partition && q.topic == topic)
-        {
-            q.reached = q.reached.max(time);
-        }
-    }
-
     /// Copies into `batch` what the queues have ready, up to `max` messages, from the
-    /// partitions least advanced in event time first. Returns whether the batch was
-    /// filled (the queues may have more); otherwise every queue was emptied, and the next
-    /// message wakes [`PartitionQueues::ready`].
-    pub fn gather(&mut self, batch: &mut InputBatch, max: usize) -> bool {
-        self.queues.sort_by_key(|q| q.reached);
+    /// partitions least advanced in event time first: `reached` tells how far each
+    /// partition's applied messages reached (`None` before any, which goes first).
+    /// Returns whether the batch was filled (the queues may have more); otherwise every
+    /// queue was emptied, and the next message wakes [`PartitionQueues::ready`].
+    pub fn gather(
+        &mut self,
+        batch: &mut InputBatch,
+        max: usize,
+        reached: impl Fn(&str, i32) -> Option<Millis>,
+    ) -> bool {
+        self.queues
+            .sort_by_cached_key(|q| reached(&q.topic, q.partition));
         for q in &self.queues {
             let room = max.saturating_sub(batch.len());
             if room == 0 {
                 return true;
             }
-            self.taken.clear();
             self.taken.reserve(room);
-            // SAFETY: `taken` has room for `room` pointers; librdkafka writes `n` of them,
-            // each a message this loop destroys below.
-            let n = unsafe {
+            // SAFETY: `taken` (empty) has room for `room` pointers; librdkafka writes `n`
+            // of them, each a message this loop destroys below.
+            unsafe {
                 let n = rdsys::rd_kafka_consume_batch_queue(
                     q.queue.as_ptr(),
                     0,
                     self.taken.as_mut_ptr(),
                     room,
                 );
-                let n = usize::try_from(n).unwrap_or(0).min(room);
-                self.taken.set_len(n);
-                n
-            };
-            for &m in &self.taken[..n] {
+                self.taken
+                    .set_len(usize::try_from(n).unwrap_or(0).min(room));
+            }
+            for &m in &self.taken {
                 // SAFETY: `m` is a valid message until destroyed, right after it is copied.
                 unsafe {
                     let msg = &*m;
@@ -310,21 +295,19 @@ mod tests {
             assert!(consumer.poll(Duration::from_millis(50)).is_none());
         }
 
+        // How far each partition's applied messages reached, by partition.
+        let at = |times: [Millis; 2]| move |_: &str, p: i32| times.get(p as usize).copied();
         // Partition 1 is behind in event time: it goes first, in offset order.
-        queues.reached(TOPIC, 0, 100);
-        queues.reached(TOPIC, 1, 0);
         let mut batch = InputBatch::default();
-        assert!(queues.gather(&mut batch, 100), "a full batch");
+        assert!(queues.gather(&mut batch, 100, at([100, 0])), "a full batch");
         let expected: Vec<_> = (0..100)
             .map(|i| (1, i as i64, format!("p1-{i}"), i.to_string()))
             .collect();
         assert_eq!(contents(&batch), expected);
 
-        // Now partition 0 is; an earlier time changes nothing.
-        queues.reached(TOPIC, 1, 200);
-        queues.reached(TOPIC, 1, 50);
+        // Now partition 0 is.
         let mut batch = InputBatch::default();
-        assert!(queues.gather(&mut batch, 100));
+        assert!(queues.gather(&mut batch, 100, at([100, 200])));
         let expected: Vec<_> = (0..100)
             .map(|i| (0, i as i64, format!("p0-{i}"), i.to_string()))
             .collect();
@@ -334,7 +317,7 @@ mod tests {
         // the queues are empty.
         let mut batch = InputBatch::default();
         assert!(
-            !queues.gather(&mut batch, 10_000),
+            !queues.gather(&mut batch, 10_000, at([100, 200])),
             "not full: the queues are empty"
         );
         let expected: Vec<_> = (100..2000)
@@ -362,7 +345,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(30);
         while batch.is_empty() {
             assert!(Instant::now() < deadline, "the new message never came");
-            assert!(!queues.gather(&mut batch, 100));
+            assert!(!queues.gather(&mut batch, 100, at([100, 200])));
         }
         assert_eq!(
             contents(&batch),
@@ -373,7 +356,7 @@ mod tests {
         queues.clear();
         produce(&producer, 0, 2000..2001);
         let mut batch = InputBatch::default();
-        assert!(!queues.gather(&mut batch, 100));
+        assert!(!queues.gather(&mut batch, 100, at([100, 200])));
         assert!(batch.is_empty());
     }
 }

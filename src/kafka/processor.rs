@@ -306,7 +306,6 @@ impl State {
         };
         let mut counts = [0u64; 4];
         let mut next = None;
-        let mut reached = Millis::MIN;
         for m in run {
             let offset = m.offset;
             if skip_below.is_some_and(|s| offset < s) {
@@ -334,9 +333,6 @@ impl State {
                 },
                 raw: batch.payload(m).to_vec(),
             };
-            if let Ok(event) = decoded {
-                reached = reached.max(event.time());
-            }
             let facts = batch.facts(m);
             let result = self.apply_message(key, source, m, decoded, facts, &origin, replayed);
             let seen = replayed || dead_below.is_some_and(|d| offset < d);
@@ -363,7 +359,6 @@ impl State {
             self.summary.messages += 1;
         }
         self.count_all(&key.0, counts);
-        self.queues.reached(&key.0, key.1, reached);
         Ok(next)
     }
 
@@ -440,6 +435,21 @@ impl State {
                 tracing::warn!(stage = self.stage.name(), needs_restart = ?r.needs_restart, "reloaded SLA not taken");
             }
         }
+    }
+
+    /// A shard fills `batch` from its partition queues, the partitions least advanced in
+    /// event time (the latest their engine sources have seen) first. Returns whether the
+    /// queues may have more.
+    fn gather_queued(&mut self, batch: &mut InputBatch) -> bool {
+        let progress = self.engine.source_progress();
+        let sources = &self.sources;
+        self.queues
+            .gather(batch, BATCH_MESSAGES, |topic, partition| {
+                let (_, source) = sources
+                    .iter()
+                    .find(|((t, p), _)| *p == partition && t == topic)?;
+                progress.get(source.as_ref()?.0)?.max_time
+            })
     }
 
     /// A shard took a batch; `full` when the consumer may have more ready. When a
@@ -1455,17 +1465,11 @@ fn make_stage(
         telemetry: Arc::clone(&spec.telemetry),
         stage: spec.stage.name(),
     };
-    let mut client = consumer_config(settings, &spec.group);
-    if matches!(spec.stage, Stage::Shard(_)) {
-        // A shard reads each partition from its own queue, where librdkafka bounds the
-        // prefetch per partition (64 MB by default): 16 MB a partition is as fast on a
-        // backlog and holds less.
-        for (key, value) in SHARD_PREFETCH {
-            if !settings.overrides.iter().any(|(k, _)| k == key) {
-                client.set(key, value);
-            }
-        }
-    }
+    let extra: &[(&str, &str)] = match spec.stage {
+        Stage::Shard(_) => &SHARD_PREFETCH,
+        Stage::Evaluator(_) => &[],
+    };
+    let mut client = consumer_config(settings, &spec.group, extra);
     if let Some(id) = &options.instance_id {
         client.set("group.instance.id", id);
     }
@@ -1640,8 +1644,10 @@ const BATCH_MESSAGES: usize = 1024;
 /// ones decoded before them: enough for the two threads' paces to even out.
 const DECODED_AHEAD: usize = 3;
 
-/// A shard consumer's prefetch bound, per partition (see [`PartitionQueues`]), unless
-/// the user sets it.
+/// A shard consumer's prefetch bound, unless the user sets it. A shard reads each
+/// partition from its own queue (see [`PartitionQueues`]), where librdkafka bounds the
+/// prefetch per partition (64 MB by default): 16 MB a partition is as fast on a backlog
+/// and holds less.
 const SHARD_PREFETCH: [(&str, &str); 1] = [("queued.max.messages.kbytes", "16384")];
 
 /// A shard's next batch: `first` and what else the consumer has ready now, up to
@@ -1743,7 +1749,7 @@ async fn stage_loop(
                 {
                     let mut s = lock(state);
                     let mut batch = s.input_batch();
-                    more = s.queues.gather(&mut batch, BATCH_MESSAGES);
+                    more = s.gather_queued(&mut batch);
                     s.submit(batch, !more)?;
                     busy = s.caught_up_after(busy, more);
                 }
@@ -1882,11 +1888,15 @@ pub async fn run_live(
     Ok(total)
 }
 
-/// The settings every stage's group consumer is created with (the user's `-X` overrides
-/// win): offsets committed by slaguard only, from the earliest offset when the group has
-/// none, `read_committed`.
-pub fn consumer_config(settings: &KafkaSettings, group: &str) -> rdkafka::config::ClientConfig {
-    settings.client_with(&[
+/// The settings every stage's group consumer is created with, and then `extra` (the
+/// user's `-X` overrides win over both): offsets committed by slaguard only, from the
+/// earliest offset when the group has none, `read_committed`.
+pub fn consumer_config(
+    settings: &KafkaSettings,
+    group: &str,
+    extra: &[(&str, &str)],
+) -> rdkafka::config::ClientConfig {
+    let common = [
         ("group.id", group),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
@@ -1902,5 +1912,7 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> rdkafka::config
         // in between (a whole backlog read at 0.08 of a consume-and-discard consumer's
         // rate; 0.25 with this).
         ("fetch.queue.backoff.ms", "10"),
-    ])
+    ];
+    let defaults: Vec<(&str, &str)> = common.iter().chain(extra).copied().collect();
+    settings.client_with(&defaults)
 }
