@@ -32,7 +32,7 @@ fn decode_bench(c: &mut Criterion) {
         .into();
     json["features"] = serde_json::json!({});
     let avro =
-        slaguard::avro::Codecs::encode(&codecs.inference, &json, slaguard::avro::Format::Avro)
+        slaguard::avro::Codecs::encode(codecs.inference, &json, slaguard::avro::Format::Avro)
             .expect("encodes");
     assert!(codecs
         .inference(&avro, slaguard::avro::Format::Avro)

@@ -447,7 +447,7 @@ mod tests {
             "features": {"amount": 120.5, "country": "DE", "age": null},
             "attributes": {"region": "eu-west", "tier": "gold"}});
         for format in [Format::Avro, Format::Confluent(42)] {
-            let bytes = Codecs::encode(&c.inference, &json, format).expect("encode");
+            let bytes = Codecs::encode(c.inference, &json, format).expect("encode");
             if let Format::Confluent(_) = format {
                 assert_eq!(&bytes[..5], &[0, 0, 0, 0, 42]);
             }
@@ -476,14 +476,14 @@ mod tests {
             "not_avro"
         );
         let json = serde_json::json!({"request_id": "r", "model_id": "m", "timestamp": 1i64, "label": null, "value": null});
-        let bytes = Codecs::encode(&c.label, &json, Format::Avro).expect("encode");
+        let bytes = Codecs::encode(c.label, &json, Format::Avro).expect("encode");
         assert_eq!(
             c.label(&bytes, Format::Avro).expect_err("no label").code(),
             "missing_field"
         );
         let json = serde_json::json!({"request_id": "r", "model_id": "m", "timestamp": 1i64, "latency_ms": 5.0,
             "status": "ok", "prediction": {"score": 3.0}, "features": {}, "attributes": {}});
-        let bytes = Codecs::encode(&c.inference, &json, Format::Avro).expect("encode");
+        let bytes = Codecs::encode(c.inference, &json, Format::Avro).expect("encode");
         assert_eq!(
             c.inference(&bytes, Format::Avro).expect_err("score").code(),
             "invalid_value"

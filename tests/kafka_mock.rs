@@ -237,10 +237,10 @@ fn avro_inputs_and_outputs_in_the_confluent_wire_format() {
         send(
             "inferences",
             &format!("r{i}"),
-            &encode(&codecs.inference, inference),
+            &encode(codecs.inference, inference),
         );
         let label = serde_json::json!({"request_id": format!("r{i}"), "model_id": "m", "timestamp": t0 + i * 1000 + 10, "label": "1", "value": null});
-        send("labels", &format!("r{i}"), &encode(&codecs.label, label));
+        send("labels", &format!("r{i}"), &encode(codecs.label, label));
     }
     send("inferences", "bad", b"\x00\x00\x00\x00\x07garbage");
     producer.flush(Duration::from_secs(5)).expect("flush");
