@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::metric::{Family, Metric};
 use crate::summary::{
-    BinarySummary, DriftSummary, LabelSummary, LatencySummary, LatencyUnderSummary, Measured,
-    MulticlassSummary, QualityCounts, QualitySummary, RegressionOutcome, RegressionSummary,
-    ReliabilitySummary, ScoredOutcome, Summary,
+    BinarySummary, DriftSummary, LabelSummary, Latency, LatencySummary, LatencyUnderSummary,
+    Measured, MulticlassSummary, QualityCounts, QualitySummary, RegressionOutcome,
+    RegressionSummary, ReliabilitySummary, ScoredOutcome, Summary,
 };
 use crate::time::Millis;
 use crate::window::{Recorded, SlidingWindow};
@@ -25,10 +25,8 @@ pub type SegmentKey = Box<[u32]>;
 /// Something that happened, to be recorded into the windows that use it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fact {
-    Inference {
-        ok: bool,
-        latency_ms: Option<f64>,
-    },
+    /// An inference: whether it succeeded, and its latency when it has one.
+    Inference { ok: bool, latency: Option<Latency> },
     /// A joined binary outcome (with its score's share, when it has a score).
     Binary {
         truth: bool,
@@ -50,10 +48,7 @@ pub enum Fact {
     /// A prediction whose label never came.
     Unlabeled,
     /// The bin of a profiled feature (or of the score) in one inference.
-    Drift {
-        feature: u32,
-        bin: u32,
-    },
+    Drift { feature: u32, bin: u32 },
     /// Data-quality counts of one inference for one quality family.
     Quality {
         feature: u32,
@@ -79,11 +74,10 @@ impl Apply for ReliabilitySummary {
 impl Apply for LatencySummary {
     fn apply(&mut self, fact: &Fact, _: f64) {
         if let Fact::Inference {
-            latency_ms: Some(l),
-            ..
+            latency: Some(l), ..
         } = fact
         {
-            self.record(*l);
+            self.add(l);
         }
     }
 }
@@ -91,11 +85,10 @@ impl Apply for LatencySummary {
 impl Apply for LatencyUnderSummary {
     fn apply(&mut self, fact: &Fact, threshold_ms: f64) {
         if let Fact::Inference {
-            latency_ms: Some(l),
-            ..
+            latency: Some(l), ..
         } = fact
         {
-            self.record(*l, threshold_ms);
+            self.record(l.ms, threshold_ms);
         }
     }
 }
@@ -422,7 +415,7 @@ impl Series {
                 | (
                     Family::Latency | Family::LatencyUnder(_),
                     Fact::Inference {
-                        latency_ms: Some(_),
+                        latency: Some(_),
                         ..
                     }
                 )

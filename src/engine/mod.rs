@@ -33,7 +33,7 @@ use crate::series::{Fact, RecordStats, SegmentKey, Series};
 
 mod keys;
 mod shard;
-use crate::summary::{Measured, RegressionOutcome, ScoredOutcome};
+use crate::summary::{Latency, Measured, RegressionOutcome, ScoredOutcome};
 use crate::time::{format_duration, format_rfc3339, Millis};
 use crate::watermark::{SourceId, Watermark};
 pub use keys::{prepare, profile_facts, EventKeys};
@@ -772,7 +772,7 @@ impl Engine {
         }
         let fact = Fact::Inference {
             ok,
-            latency_ms: ev.latency_ms,
+            latency: ev.latency_ms.map(Latency::new),
         };
         self.record(mi, ev.timestamp, fact, dims);
         let mut own = std::mem::take(&mut self.state.models[mi].profile_facts);

@@ -175,6 +175,26 @@ impl LatencyHistogram {
     }
 }
 
+/// One inference's latency as the latency summaries take it: the value, its histogram
+/// value in microseconds and its share of the fixed-point sum. Worked out once per
+/// inference, when its fact is made, not once per summary the fact goes into.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    pub ms: f64,
+    micros: u64,
+    sum: FixedSum,
+}
+
+impl Latency {
+    pub fn new(ms: f64) -> Latency {
+        Latency {
+            ms,
+            micros: (ms * 1000.0).round() as u64,
+            sum: FixedSum::of(ms),
+        }
+    }
+}
+
 /// Inference latencies, recorded in microseconds and reported in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
@@ -185,8 +205,14 @@ pub struct LatencySummary {
 
 impl LatencySummary {
     pub fn record(&mut self, latency_ms: f64) {
-        self.micros.record((latency_ms * 1000.0).round() as u64);
-        self.sum_ms.add(latency_ms);
+        self.add(&Latency::new(latency_ms));
+    }
+
+    /// Records a latency worked out beforehand (the same as [`LatencySummary::record`]
+    /// of its value).
+    pub fn add(&mut self, latency: &Latency) {
+        self.micros.record(latency.micros);
+        self.sum_ms.merge(latency.sum);
     }
 
     pub fn measure(&self, metric: Metric) -> Measured {
@@ -310,6 +336,20 @@ mod tests {
             n += 1;
         }
         assert!(n > 30_000, "{n} buckets walked");
+    }
+
+    #[test]
+    fn a_latency_worked_out_beforehand_records_what_its_value_would() {
+        let mut ours = LatencySummary::default();
+        let mut direct = LatencySummary::default();
+        for ms in [0.0, 0.0004, 0.0005, 1.2345, 249.9996, 250.0, 1e6, 2e12] {
+            ours.add(&Latency::new(ms));
+            direct.micros.record((ms * 1000.0).round() as u64);
+            direct.sum_ms.add(ms);
+        }
+        assert_eq!(ours, direct);
+        assert_eq!(ours.sum_ms, direct.sum_ms);
+        assert_eq!(ours.micros.count(), 8);
     }
 
     #[test]

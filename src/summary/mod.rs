@@ -20,7 +20,7 @@ pub use binary::{BinarySummary, ScoreHistogram, ScoredOutcome, SCORE_BINS};
 pub use drift::DriftSummary;
 pub use fixed::FixedSum;
 pub use labels::LabelSummary;
-pub use latency::{LatencyHistogram, LatencySummary, LatencyUnderSummary};
+pub use latency::{Latency, LatencyHistogram, LatencySummary, LatencyUnderSummary};
 pub use multiclass::MulticlassSummary;
 pub use quality::{QualityCounts, QualitySummary};
 pub use regression::{RegressionOutcome, RegressionSummary};
