@@ -1,9 +1,9 @@
-//! A shard's decoding thread. The shard copies what the consumer has ready into an
-//! [`InputBatch`] and hands it to this thread, which decodes every message and computes
-//! its [`EventKeys`] and an inference's drift and data-quality facts ([`prepare`]);
-//! the engine applies one batch while the next is decoded. A batch the engine is done
-//! with goes back to the thread, which drops its events (where they were made) and
-//! returns it empty for reuse.
+//! A shard's decoding thread. It fills an [`InputBatch`] from the shard's partition
+//! queues (see [`PartitionQueues`]), or takes one the shard copied from the consumer's
+//! own queue, and decodes every message, computing its [`EventKeys`] and an inference's
+//! drift and data-quality facts ([`prepare`]); the engine applies one batch while the
+//! next ones are read and decoded. A batch the engine is done with goes back to the
+//! thread, which drops its events (where they were made) and returns it empty for reuse.
 //!
 //! Decoding is pure: it depends on the message bytes, the topic's role and input format,
 //! and what of the SLA a reload cannot change (its models, their tasks, positive labels,
@@ -12,10 +12,11 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::message::{BorrowedMessage, Message};
 
+use super::partition_queues::PartitionQueues;
 use super::{KafkaSettings, KafkaShellError};
 use crate::avro::Codecs;
 use crate::config::SlaConfig;
@@ -24,6 +25,7 @@ use crate::decode;
 use crate::engine::{prepare, EventKeys};
 use crate::event::Event;
 use crate::series::Fact;
+use crate::time::Millis;
 
 /// One input message of a batch.
 pub(super) struct InputMessage {
@@ -52,6 +54,9 @@ pub(super) struct InputBatch {
     /// The inferences' drift and data-quality facts ([`prepare`]).
     facts: Vec<Fact>,
     decoded: bool,
+    /// Filled from the partition queues: whether it was filled to the brim (the queues
+    /// may have more), `None` for a batch copied from the consumer's queue.
+    pub gathered: Option<bool>,
 }
 
 impl InputBatch {
@@ -117,6 +122,7 @@ impl InputBatch {
         self.messages.clear();
         self.facts.clear();
         self.decoded = false;
+        self.gathered = None;
     }
 
     pub fn topic(&self, m: &InputMessage) -> &str {
@@ -152,12 +158,53 @@ impl InputBatch {
         }
         self.decoded = true;
     }
+
+    /// The latest event time of each partition's decoded messages, in the order read.
+    fn reached(&self) -> impl Iterator<Item = (&str, i32, Millis)> {
+        self.partitions().filter_map(|(topic, partition, run)| {
+            run.iter()
+                .filter_map(|m| m.decoded.as_ref()?.as_ref().ok().map(Event::time))
+                .max()
+                .map(|t| (topic, partition, t))
+        })
+    }
+}
+
+/// What the decoding thread is asked to do with a batch.
+enum Job {
+    /// Decode what the shard copied in.
+    Decode(InputBatch),
+    /// Fill it from the partition queues, then decode it.
+    Gather(InputBatch),
+    /// Done with: drop its events, keep its buffers.
+    Empty(InputBatch),
+}
+
+/// Most messages a batch is filled with from the partition queues.
+pub(super) const BATCH_MESSAGES: usize = 1024;
+
+/// Fills `batch` from the partition queues and decodes it; each queue is then told how
+/// far in event time its decoded messages reached. The queues stay locked throughout, so
+/// that a revocation (which destroys them) waits for the batch to be read whole.
+fn gather(
+    batch: &mut InputBatch,
+    queues: &Mutex<PartitionQueues>,
+    settings: &KafkaSettings,
+    config: &SlaConfig,
+    codecs: &Codecs,
+) {
+    let mut queues = queues.lock().unwrap_or_else(|e| e.into_inner());
+    batch.gathered = Some(queues.gather(batch, BATCH_MESSAGES));
+    batch.decode(settings, config, codecs);
+    for (topic, partition, time) in batch.reached() {
+        queues.reached(topic, partition, time);
+    }
 }
 
 /// The handle on a shard's decoding thread: batches go in in order and come back decoded
 /// in the same order.
 pub(super) struct Decoder {
-    jobs: Sender<InputBatch>,
+    jobs: Sender<Job>,
     done: Receiver<InputBatch>,
     /// Batches sent to be decoded and not taken back yet.
     in_flight: usize,
@@ -168,24 +215,35 @@ pub(super) struct Decoder {
 }
 
 impl Decoder {
+    /// Starts the thread, which fills batches from `queues` when asked to.
     pub fn spawn(
         settings: &KafkaSettings,
         config: &Arc<SlaConfig>,
+        queues: Arc<Mutex<PartitionQueues>>,
     ) -> Result<Decoder, KafkaShellError> {
         let codecs = Codecs::new()?;
-        let (jobs, inbox) = mpsc::channel::<InputBatch>();
+        let (jobs, inbox) = mpsc::channel::<Job>();
         let (outbox, done) = mpsc::channel::<InputBatch>();
         let (settings, config) = (settings.clone(), Arc::clone(config));
         std::thread::Builder::new()
             .name("shard-decode".into())
             .spawn(move || {
-                for mut batch in inbox {
-                    if batch.decoded {
-                        // Done with: its events are dropped here, the buffers kept.
-                        batch.clear();
-                    } else {
-                        batch.decode(&settings, &config, &codecs);
-                    }
+                for job in inbox {
+                    let batch = match job {
+                        Job::Decode(mut batch) => {
+                            batch.decode(&settings, &config, &codecs);
+                            batch
+                        }
+                        Job::Gather(mut batch) => {
+                            gather(&mut batch, &queues, &settings, &config, &codecs);
+                            batch
+                        }
+                        Job::Empty(mut batch) => {
+                            // Its events are dropped here, where they were made.
+                            batch.clear();
+                            batch
+                        }
+                    };
                     if outbox.send(batch).is_err() {
                         return;
                     }
@@ -217,7 +275,17 @@ impl Decoder {
 
     /// Hands a filled batch over to be decoded.
     pub fn submit(&mut self, batch: InputBatch) -> Result<(), KafkaShellError> {
-        self.jobs.send(batch).map_err(|_| Self::stopped())?;
+        self.send(Job::Decode(batch))
+    }
+
+    /// Has the next batch filled from the partition queues and decoded.
+    pub fn gather(&mut self) -> Result<(), KafkaShellError> {
+        let batch = self.batch();
+        self.send(Job::Gather(batch))
+    }
+
+    fn send(&mut self, job: Job) -> Result<(), KafkaShellError> {
+        self.jobs.send(job).map_err(|_| Self::stopped())?;
         self.in_flight += 1;
         Ok(())
     }
@@ -250,7 +318,7 @@ impl Decoder {
     pub fn recycle(&mut self, batch: InputBatch) {
         if batch.decoded {
             // A stopped thread is reported by the next `submit`.
-            let _ = self.jobs.send(batch);
+            let _ = self.jobs.send(Job::Empty(batch));
         } else {
             let mut batch = batch;
             batch.clear();
@@ -295,7 +363,7 @@ models:
     fn decodes_in_order_with_keys_and_reasons() {
         let s = settings();
         let config = config();
-        let mut d = Decoder::spawn(&s, &config).unwrap();
+        let mut d = Decoder::spawn(&s, &config, Arc::default()).unwrap();
         let mut b = d.batch();
         b.push_parts(&s.inferences_topic, 0, 10, Some(INFERENCE), Some(b"r-1"));
         b.push_parts(&s.labels_topic, 0, 3, Some(b"not json"), None);
@@ -345,7 +413,7 @@ models:
     #[test]
     fn a_decoded_batch_seen_while_looking_for_an_empty_one_is_kept() {
         let s = settings();
-        let mut d = Decoder::spawn(&s, &config()).unwrap();
+        let mut d = Decoder::spawn(&s, &config(), Arc::default()).unwrap();
         let mut b = d.batch();
         b.push_parts(&s.acks_topic, 0, 7, Some(b"{}"), None);
         d.submit(b).unwrap();
@@ -373,7 +441,7 @@ models:
     #[test]
     fn batches_come_back_in_submission_order() {
         let s = settings();
-        let mut d = Decoder::spawn(&s, &config()).unwrap();
+        let mut d = Decoder::spawn(&s, &config(), Arc::default()).unwrap();
         submit_acks(&mut d, &s, 0..5);
         assert_eq!(d.in_flight(), 5);
         for i in 0..5 {
@@ -387,7 +455,7 @@ models:
     #[test]
     fn discarding_drops_what_is_in_flight() {
         let s = settings();
-        let mut d = Decoder::spawn(&s, &config()).unwrap();
+        let mut d = Decoder::spawn(&s, &config(), Arc::default()).unwrap();
         submit_acks(&mut d, &s, 0..3);
         d.discard().unwrap();
         assert_eq!(d.in_flight(), 0);

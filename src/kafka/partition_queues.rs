@@ -5,7 +5,7 @@
 //! and it fetches by bytes: a label is about a third of an inference's size, so a backlog's
 //! labels partitions are read far ahead of its inferences partitions in event time, and
 //! every label read ahead waits in the join for its prediction. With a queue per
-//! partition the shard chooses what to read next: the partitions whose messages so far
+//! partition the shard chooses what to read next: the partitions whose messages read so far
 //! reached least far in event time go first, as a replay merges its files, so the join
 //! holds what the label delays make it hold and no more. librdkafka then bounds the
 //! prefetch of each partition on its own (`queued.max.messages.kbytes`,
@@ -17,7 +17,9 @@
 //! destroyed when they are revoked. A queue that becomes non-empty wakes the shard
 //! through [`PartitionQueues::ready`]. Messages are taken in batches
 //! (`rd_kafka_consume_batch_queue`): one call per partition and batch rather than one
-//! poll per message.
+//! poll per message. The shard's decoding thread takes them (see `kafka::decoder`), and
+//! tells each queue how far in event time the messages it decoded reached
+//! ([`PartitionQueues::reached`]): it reads ahead of what the engine has applied.
 
 use std::ffi::{c_void, CString};
 use std::ptr::NonNull;
@@ -34,9 +36,12 @@ struct Queue {
     topic: String,
     partition: i32,
     queue: NonNull<rdsys::rd_kafka_queue_t>,
+    /// The latest event time of the messages taken from it and decoded, if any.
+    reached: Option<Millis>,
 }
 
-// librdkafka's queues are thread-safe; the handle is only used under the shard's lock.
+// librdkafka's queues are thread-safe; the handle is only used under the lock of the
+// shard's `PartitionQueues`.
 unsafe impl Send for Queue {}
 
 impl Drop for Queue {
@@ -113,6 +118,7 @@ impl PartitionQueues {
             topic: topic.to_string(),
             partition,
             queue,
+            reached: None,
         });
         // librdkafka signals a queue only when it goes from empty to not: one that
         // already holds messages (fetched before a revocation, say) is read once anyway.
@@ -125,19 +131,25 @@ impl PartitionQueues {
         self.queues.clear();
     }
 
+    /// The messages of `topic`/`partition` taken so far reached `time` in event time (a
+    /// later time than it had, or the first).
+    pub fn reached(&mut self, topic: &str, partition: i32, time: Millis) {
+        if let Some(q) = self
+            .queues
+            .iter_mut()
+            .find(|q| q.partition == partition && q.topic == topic)
+        {
+            q.reached = Some(q.reached.map_or(time, |r| r.max(time)));
+        }
+    }
+
     /// Copies into `batch` what the queues have ready, up to `max` messages, from the
-    /// partitions least advanced in event time first: `reached` tells how far each
-    /// partition's applied messages reached (`None` before any, which goes first).
-    /// Returns whether the batch was filled (the queues may have more); otherwise every
-    /// queue was emptied, and the next message wakes [`PartitionQueues::ready`].
-    pub fn gather(
-        &mut self,
-        batch: &mut InputBatch,
-        max: usize,
-        reached: impl Fn(&str, i32) -> Option<Millis>,
-    ) -> bool {
-        self.queues
-            .sort_by_cached_key(|q| reached(&q.topic, q.partition));
+    /// partitions least advanced in event time first (as [`PartitionQueues::reached`]
+    /// was told; a partition with no time yet goes first). Returns whether the batch was
+    /// filled (the queues may have more); otherwise every queue was emptied, and the next
+    /// message wakes [`PartitionQueues::ready`].
+    pub fn gather(&mut self, batch: &mut InputBatch, max: usize) -> bool {
+        self.queues.sort_by_key(|q| q.reached);
         for q in &self.queues {
             let room = max.saturating_sub(batch.len());
             if room == 0 {
@@ -295,19 +307,21 @@ mod tests {
             assert!(consumer.poll(Duration::from_millis(50)).is_none());
         }
 
-        // How far each partition's applied messages reached, by partition.
-        let at = |times: [Millis; 2]| move |_: &str, p: i32| times.get(p as usize).copied();
         // Partition 1 is behind in event time: it goes first, in offset order.
+        queues.reached(TOPIC, 0, 100);
+        queues.reached(TOPIC, 1, 0);
         let mut batch = InputBatch::default();
-        assert!(queues.gather(&mut batch, 100, at([100, 0])), "a full batch");
+        assert!(queues.gather(&mut batch, 100), "a full batch");
         let expected: Vec<_> = (0..100)
             .map(|i| (1, i as i64, format!("p1-{i}"), i.to_string()))
             .collect();
         assert_eq!(contents(&batch), expected);
 
-        // Now partition 0 is.
+        // Now partition 0 is; an earlier time than a partition reached changes nothing.
+        queues.reached(TOPIC, 1, 200);
+        queues.reached(TOPIC, 1, 50);
         let mut batch = InputBatch::default();
-        assert!(queues.gather(&mut batch, 100, at([100, 200])));
+        assert!(queues.gather(&mut batch, 100));
         let expected: Vec<_> = (0..100)
             .map(|i| (0, i as i64, format!("p0-{i}"), i.to_string()))
             .collect();
@@ -317,7 +331,7 @@ mod tests {
         // the queues are empty.
         let mut batch = InputBatch::default();
         assert!(
-            !queues.gather(&mut batch, 10_000, at([100, 200])),
+            !queues.gather(&mut batch, 10_000),
             "not full: the queues are empty"
         );
         let expected: Vec<_> = (100..2000)
@@ -345,7 +359,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(30);
         while batch.is_empty() {
             assert!(Instant::now() < deadline, "the new message never came");
-            assert!(!queues.gather(&mut batch, 100, at([100, 200])));
+            assert!(!queues.gather(&mut batch, 100));
         }
         assert_eq!(
             contents(&batch),
@@ -356,7 +370,26 @@ mod tests {
         queues.clear();
         produce(&producer, 0, 2000..2001);
         let mut batch = InputBatch::default();
-        assert!(!queues.gather(&mut batch, 100, at([100, 200])));
+        assert!(!queues.gather(&mut batch, 100));
         assert!(batch.is_empty());
+
+        // Split again, a partition starts with no time: it goes first.
+        assert!(queues.split(client, TOPIC, 1));
+        assert!(queues.split(client, TOPIC, 0));
+        queues.reached(TOPIC, 1, 300);
+        assert_eq!(
+            queues
+                .queues
+                .iter()
+                .map(|q| (q.partition, q.reached))
+                .collect::<Vec<_>>(),
+            vec![(1, Some(300)), (0, None)]
+        );
+        queues.gather(&mut InputBatch::default(), 100);
+        assert_eq!(
+            queues.queues[0].partition, 0,
+            "the partition with no time first"
+        );
+        queues.clear();
     }
 }

@@ -43,7 +43,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{fingerprint, Checkpoint, CheckpointStore, CommitMark};
-use super::decoder::{Decoder, InputBatch, InputMessage};
+use super::decoder::{Decoder, InputBatch, InputMessage, BATCH_MESSAGES};
 use super::handover;
 use super::partials::{PartialMessage, MAX_MESSAGE_BYTES};
 use super::partition_queues::PartitionQueues;
@@ -201,8 +201,12 @@ struct State {
     ready: bool,
     /// A shard's decoding thread.
     decoder: Option<Decoder>,
-    /// A shard's input partitions, each read from a queue of its own.
-    queues: PartitionQueues,
+    /// A shard's input partitions, each read from a queue of its own (by the decoding
+    /// thread).
+    queues: Arc<Mutex<PartitionQueues>>,
+    /// The last batch applied from the partition queues filled its batch: they may
+    /// have more.
+    queued_more: bool,
 }
 
 impl State {
@@ -261,6 +265,9 @@ impl State {
             else {
                 break;
             };
+            if let Some(full) = batch.gathered {
+                self.queued_more = full;
+            }
             let applied = self.apply_batch(&batch);
             if let Some(d) = self.decoder.as_mut() {
                 d.recycle(batch);
@@ -437,19 +444,26 @@ impl State {
         }
     }
 
-    /// A shard fills `batch` from its partition queues, the partitions least advanced in
-    /// event time (the latest their engine sources have seen) first. Returns whether the
+    /// A shard has the decoding thread fill its next batch from the partition queues, and
+    /// applies the batches read before it, keeping [`DECODED_AHEAD`] in the thread's hands
+    /// while the queues have more; once a batch was not filled (the queues were emptied),
+    /// every batch in flight is applied: what is read is in the state. Returns whether the
     /// queues may have more.
-    fn gather_queued(&mut self, batch: &mut InputBatch) -> bool {
-        let progress = self.engine.source_progress();
-        let sources = &self.sources;
-        self.queues
-            .gather(batch, BATCH_MESSAGES, |topic, partition| {
-                let (_, source) = sources
-                    .iter()
-                    .find(|((t, p), _)| *p == partition && t == topic)?;
-                progress.get(source.as_ref()?.0)?.max_time
-            })
+    fn read_queues(&mut self) -> Result<bool, KafkaShellError> {
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Ok(false);
+        };
+        decoder.gather()?;
+        self.apply_decoded(DECODED_AHEAD)?;
+        if !self.queued_more {
+            self.apply_decoded(0)?;
+        }
+        Ok(self.queued_more)
+    }
+
+    /// The shard's partition queues.
+    fn queues(&self) -> MutexGuard<'_, PartitionQueues> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A shard took a batch; `full` when the consumer may have more ready. When a
@@ -1250,7 +1264,7 @@ impl ConsumerContext for GroupContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.on_revoke(consumer, tpl);
-                lock(&self.state).queues.clear();
+                lock(&self.state).queues().clear();
                 if let Err(e) = consumer.unassign() {
                     lock(&self.state).failure = Some(e.into());
                 }
@@ -1267,14 +1281,15 @@ impl GroupContext {
     /// A shard reads each assigned partition from a queue of its own (see
     /// [`PartitionQueues`]), split off before librdkafka starts fetching it.
     fn split_queues(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
-        let mut s = lock(&self.state);
+        let s = lock(&self.state);
         if !matches!(s.stage, Stage::Shard(_)) {
             return;
         }
-        s.queues.clear();
+        let mut queues = s.queues();
+        queues.clear();
         let client = consumer.client().native_ptr();
         for e in tpl.elements() {
-            if !s.queues.split(client, e.topic(), e.partition()) {
+            if !queues.split(client, e.topic(), e.partition()) {
                 tracing::warn!(
                     topic = e.topic(),
                     partition = e.partition(),
@@ -1423,6 +1438,7 @@ fn make_stage(
         )?,
         None => Sink::new(settings, &config.sla_version)?,
     };
+    let queues = Arc::new(Mutex::new(PartitionQueues::default()));
     let state = Arc::new(Mutex::new(State {
         stage: spec.stage.clone(),
         engine: Engine::new(Arc::clone(config)),
@@ -1452,10 +1468,11 @@ fn make_stage(
         dead_reasons: BTreeMap::new(),
         ready: false,
         decoder: match spec.stage {
-            Stage::Shard(_) => Some(Decoder::spawn(settings, config)?),
+            Stage::Shard(_) => Some(Decoder::spawn(settings, config, Arc::clone(&queues))?),
             Stage::Evaluator(_) => None,
         },
-        queues: PartitionQueues::default(),
+        queues,
+        queued_more: false,
     }));
     let rebalances = Arc::new(AtomicU64::new(0));
     let context = GroupContext {
@@ -1593,7 +1610,7 @@ async fn run_stage(
         }
     }
     // librdkafka wants a client's queues destroyed before the client.
-    s.queues.clear();
+    s.queues().clear();
     let mut summary = s.summary.clone();
     summary.outputs = s.sink.counts.clone();
     (summary, result)
@@ -1637,18 +1654,22 @@ async fn catch_up(
     }
 }
 
-/// Most input messages a shard copies from the consumer into one batch.
-const BATCH_MESSAGES: usize = 1024;
-
 /// How many batches a shard keeps in its decoding thread's hands while it applies the
 /// ones decoded before them: enough for the two threads' paces to even out.
 const DECODED_AHEAD: usize = 3;
 
-/// A shard consumer's prefetch bound, unless the user sets it. A shard reads each
-/// partition from its own queue (see [`PartitionQueues`]), where librdkafka bounds the
-/// prefetch per partition (64 MB by default): 16 MB a partition is as fast on a backlog
-/// and holds less.
-const SHARD_PREFETCH: [(&str, &str); 1] = [("queued.max.messages.kbytes", "16384")];
+/// A shard consumer's prefetch bound and fetch wait, unless the user sets them. A shard
+/// reads each partition from its own queue (see [`PartitionQueues`]), where librdkafka
+/// bounds the prefetch per partition (64 MB by default). With a bound that holds the
+/// whole backlog, librdkafka's broker thread spent half its time zeroing fresh pages for
+/// it; 2 MB a partition is refilled as it is read, in memory reused. A partition over
+/// its bound is left out of the next fetch, and a fetch of partitions with nothing new
+/// waits at the broker for `fetch.wait.max.ms` (500 ms by default) before the others
+/// can be fetched again: 50 ms, so that a small bound does not idle the shard.
+const SHARD_PREFETCH: [(&str, &str); 2] = [
+    ("queued.max.messages.kbytes", "2048"),
+    ("fetch.wait.max.ms", "50"),
+];
 
 /// A shard's next batch: `first` and what else the consumer has ready now, up to
 /// [`BATCH_MESSAGES`]. Messages read before a rebalance are dropped. Returns whether the
@@ -1696,13 +1717,15 @@ async fn stage_loop(
     let mut last_checkpoint = Instant::now();
     let (shard, ready) = {
         let s = lock(state);
-        (matches!(s.stage, Stage::Shard(_)), s.queues.ready())
+        let ready = s.queues().ready();
+        (matches!(s.stage, Stage::Shard(_)), ready)
     };
-    // Whether the partition queues may hold more than the last batch took.
-    let mut more = false;
     // Whether the shard is reading a backlog: its last batch was full.
     let mut busy = false;
     loop {
+        // Whether the partition queues may hold more than the batches applied took
+        // (whichever branch applied them).
+        let more = shard && lock(state).queued_more;
         tokio::select! {
             biased;
             _ = stop.cancelled() => return Ok(()),
@@ -1748,9 +1771,7 @@ async fn stage_loop(
             _ = async { if !more { ready.notified().await } }, if shard => {
                 {
                     let mut s = lock(state);
-                    let mut batch = s.input_batch();
-                    more = s.gather_queued(&mut batch);
-                    s.submit(batch, !more)?;
+                    let more = s.read_queues()?;
                     busy = s.caught_up_after(busy, more);
                 }
                 tokio::task::yield_now().await;

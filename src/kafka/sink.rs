@@ -99,15 +99,19 @@ impl Sink {
     /// timeout, and holds `read_committed` readers back until then.
     pub fn start_transactions(&self, timeout: Duration) -> Result<(), KafkaShellError> {
         // librdkafka asks for the producer id as soon as it is told to, and if no
-        // connection to the coordinator is up yet it asks again only after 500 ms: a
-        // metadata request first brings a connection up, and the id then comes at once
-        // (0.5 s of every start, and of every stage made again, spared). A failure here
+        // connection to a broker is up yet it asks again only after 500 ms: metadata
+        // requests first bring a connection up, and the id then comes at once (0.5 s of
+        // every start, and of every stage made again, spared). Two: librdkafka closes
+        // the bootstrap connection the first one goes through once it has learnt the
+        // brokers, and the second waits for a connection to one of those. A failure here
         // is left to `init_transactions`, which reports it.
         let warm = timeout.min(Duration::from_secs(2));
-        let _ = self
-            .producer
-            .client()
-            .fetch_metadata(Some(&self.dead_letters), warm);
+        for _ in 0..2 {
+            let _ = self
+                .producer
+                .client()
+                .fetch_metadata(Some(&self.dead_letters), warm);
+        }
         self.producer.init_transactions(timeout)?;
         self.producer.begin_transaction()?;
         Ok(())
@@ -124,6 +128,11 @@ impl Sink {
             ("linger.ms", "20"),
             ("compression.type", "lz4"),
             ("message.timeout.ms", "60000"),
+            // librdkafka spaces its attempts to connect to a broker it has not used yet
+            // by half this (50 ms by default): a transactional start waits for one, to the
+            // broker the bootstrap connection told of. The backoff still doubles on each
+            // failed attempt, up to `reconnect.backoff.max.ms` (10 s).
+            ("reconnect.backoff.ms", "20"),
         ]);
         if let Some((id, timeout)) = transactional {
             config.set("transactional.id", id);
